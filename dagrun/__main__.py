@@ -1,0 +1,3 @@
+from dagrun.cli import main
+
+main()

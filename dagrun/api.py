@@ -1,0 +1,149 @@
+"""The library: run(), validate() and friends. Returns results, never prints
+(reporters do, and the caller chooses one); raises DagrunError subclasses for
+user errors. The CLI is a thin layer over this module."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dagrun.callables import check_callables
+from dagrun.errors import UsageError
+from dagrun.graph import check_graph
+from dagrun.model import RunResult, TaskStatus
+from dagrun.spec import DEFAULT_DURABILITY, DURABILITY_MODES, PipelineSpec, load_spec
+
+if TYPE_CHECKING:
+    from dagrun.pipeline import Pipeline
+    from dagrun.scheduler import CancelToken, Reporter
+    from dagrun.store.runs import RunInfo
+
+SpecLike = "str | os.PathLike[str] | PipelineSpec | Pipeline"
+DEFAULT_STATE_DIR = ".dagrun"
+
+
+def load(spec: Any) -> PipelineSpec:
+    """A PipelineSpec from a path, a PipelineSpec or a Pipeline builder (not checked)."""
+    from dagrun.pipeline import Pipeline
+
+    if isinstance(spec, PipelineSpec):
+        return spec
+    if isinstance(spec, Pipeline):
+        return spec.to_spec()
+    if isinstance(spec, (str, os.PathLike)):
+        return load_spec(spec)
+    raise UsageError(f"expected a spec path, PipelineSpec or Pipeline, got {type(spec).__name__}")
+
+
+def validate(spec: Any) -> PipelineSpec:
+    """Load and check a spec: keys, graph, and that every callable imports and
+    accepts its arguments. Runs nothing, writes nothing."""
+    pipeline = load(spec)
+    check_graph(pipeline)
+    check_callables(pipeline)
+    return pipeline
+
+
+def resolve_durability(value: str | None, spec: PipelineSpec) -> str:
+    mode = value or spec.durability or DEFAULT_DURABILITY
+    if mode not in DURABILITY_MODES:
+        raise UsageError(f"--durability must be one of {', '.join(DURABILITY_MODES)}, "
+                         f"got {mode!r}")
+    return mode
+
+
+def run(
+    spec: Any,
+    *,
+    state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
+    run_id: str | None = None,
+    workers: int | None = None,
+    durability: str | None = None,
+    deadline: float | None = None,
+    reporter: Reporter | None = None,
+) -> RunResult:
+    """Validate `spec`, create a new run under `state_dir` and execute it."""
+    from dagrun.store.runs import StateDir, check_run_id, new_run_id
+
+    pipeline = validate(spec)
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    mode = resolve_durability(durability, pipeline)
+    rid = check_run_id(run_id) if run_id is not None else new_run_id()
+    settings = {"workers": workers or pipeline.workers or os.cpu_count() or 1,
+                "durability": mode,
+                "deadline": deadline if deadline is not None else pipeline.deadline}
+    info = StateDir(state_dir).create_run(rid, pipeline, settings)
+    return drive(info, pipeline, None, settings, reporter=reporter)
+
+
+def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | None,
+          settings: dict[str, Any], *, reporter: Reporter | None = None) -> RunResult:
+    """Lock the run and execute the scheduler loop on it: shared by run and resume."""
+    from dagrun.callables import add_import_path
+    from dagrun.executor.base import backend_class
+    from dagrun.report import QuietReporter
+    from dagrun.scheduler import CancelToken, Scheduler
+    from dagrun.store.journal import Journal
+    from dagrun.store.runs import Lock
+
+    add_import_path(spec.base_dir)
+    lock = Lock(info.path / "lock", f"run {info.run_id}")
+    lock.acquire()
+    try:
+        journal = Journal(info.journal_path, settings["durability"])
+        executor = backend_class("local")(
+            settings["workers"], base_dir=spec.base_dir,
+            max_tasks_per_worker=spec.max_tasks_per_worker)
+        token = CancelToken()
+        try:
+            with _signals_to(token, executor):
+                executor.start()
+                try:
+                    scheduler = Scheduler(
+                        spec, info.run_id, journal, executor, reporter or QuietReporter(),
+                        statuses=statuses, cancel=token, deadline=settings.get("deadline"))
+                    return scheduler.run()
+                finally:
+                    executor.shutdown()
+        finally:
+            journal.close()
+    finally:
+        lock.release()
+
+
+@contextmanager
+def _signals_to(token: CancelToken, executor: Any) -> Iterator[None]:
+    """SIGINT/SIGTERM request cancellation; a wake-up pipe interrupts the poll."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    os.set_blocking(write_fd, False)
+
+    def handler(signum: int, _frame: Any) -> None:
+        token.request(signal.Signals(signum).name)
+        if token.force and hasattr(executor, "kill_now"):
+            executor.kill_now()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    old_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    executor.add_wakeup_fd(read_fd)
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(old_fd)
+        for s, h in old.items():
+            signal.signal(s, h)
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+def state_path(state_dir: str | os.PathLike[str]) -> Path:
+    return Path(state_dir)

@@ -1,0 +1,65 @@
+"""Resolving "package.module:function" to a function, with the spec's folder
+importable, and checking that a task's kwargs and inputs fit its signature."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from dagrun.errors import SpecError
+from dagrun.spec import PipelineSpec, TaskSpec
+
+
+def add_import_path(base_dir: str | None) -> None:
+    if base_dir and base_dir not in sys.path:
+        sys.path.insert(0, base_dir)
+
+
+def resolve(call: str) -> Callable[..., Any]:
+    """Import the callable; raises ImportError/AttributeError/TypeError for the caller."""
+    module_name, _, attr_path = call.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr_path.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"{call} is not callable")
+    return obj
+
+
+def check_callables(spec: PipelineSpec) -> None:
+    """Import every task's callable and check its signature; run nothing."""
+    add_import_path(spec.base_dir)
+    where = spec.source or "<pipeline>"
+    cache: dict[str, Callable[..., Any]] = {}
+    for t in spec.tasks.values():
+        fn = cache.get(t.call)
+        if fn is None:
+            try:
+                fn = cache[t.call] = resolve(t.call)
+            except ModuleNotFoundError as exc:
+                raise SpecError(f"{where}: task {t.id!r}: cannot import {t.call!r}: "
+                                f"no module named {exc.name!r}") from None
+            except AttributeError:
+                mod, _, attr = t.call.partition(":")
+                raise SpecError(f"{where}: task {t.id!r}: module {mod!r} has no "
+                                f"attribute {attr!r}") from None
+            except Exception as exc:  # the user's module raised while importing
+                raise SpecError(f"{where}: task {t.id!r}: importing {t.call!r} failed: "
+                                f"{type(exc).__name__}: {exc}") from None
+        _check_signature(t, fn, where)
+
+
+def _check_signature(t: TaskSpec, fn: Callable[..., Any], where: str) -> None:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # builtins without a signature: nothing to check
+    names = [*t.kwargs, *t.inputs]
+    try:
+        sig.bind(**{n: None for n in names})
+    except TypeError as exc:
+        raise SpecError(f"{where}: task {t.id!r}: arguments do not fit {t.call}{sig}: "
+                        f"{exc}") from None

@@ -1,0 +1,143 @@
+"""Click commands only: options -> library call -> reporter -> exit code.
+
+Every user error is a DagrunError carrying its exit code; main() turns it into
+one line on stderr. Heavy modules are imported inside the commands so that
+`dagrun --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from dagrun.errors import EXIT_CANCELLED, EXIT_USAGE, DagrunError
+
+F = Callable[..., Any]
+
+
+def state_dir_option(f: F) -> F:
+    return click.option(
+        "--state-dir", envvar="DAGRUN_STATE_DIR", default=".dagrun", show_default=True,
+        type=click.Path(file_okay=False), help="Where runs, dead letters and locks live "
+        "(env DAGRUN_STATE_DIR).")(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "json_mode", is_flag=True,
+                        help="Print one JSON object on stdout and nothing else.")(f)
+
+
+def duration(value: str | None, name: str) -> float | None:
+    from dagrun.durations import parse_duration
+
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=name) from None
+    if seconds <= 0:
+        raise click.BadParameter("must be positive", param_hint=name)
+    return seconds
+
+
+def emit_result(result: Any, json_mode: bool) -> int:
+    if json_mode:
+        import orjson
+
+        sys.stdout.buffer.write(orjson.dumps(result.to_dict(), option=orjson.OPT_NON_STR_KEYS)
+                                + b"\n")
+        sys.stdout.flush()
+    return result.exit_code
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dagrun")
+def cli() -> None:
+    """dagrun: run pipelines of dependent Python tasks, fast and crash-proof."""
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@state_dir_option
+@json_option
+@click.option("--run-id", help="Id of the new run (default: a fresh, time-sortable id).")
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes "
+              "(default: the spec's, else the CPU count).")
+@click.option("--durability", type=click.Choice(["fast", "atomic", "durable"]),
+              help="How hard each record is pushed to disk (default: the spec's, else fast).")
+@click.option("--deadline", help="Cancel the run when it has run this long (e.g. 2h).")
+def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers: int | None,
+        durability: str | None, deadline: str | None) -> int:
+    """Validate SPEC, then execute a new run of it."""
+    from dagrun import api
+    from dagrun.report import choose_reporter
+
+    result = api.run(spec, state_dir=state_dir, run_id=run_id, workers=workers,
+                     durability=durability, deadline=duration(deadline, "--deadline"),
+                     reporter=choose_reporter(json_mode))
+    return emit_result(result, json_mode)
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@json_option
+def validate(spec: str, json_mode: bool) -> int:
+    """Check SPEC, its graph and that every callable imports; run nothing."""
+    from dagrun import api
+
+    pipeline = api.validate(spec)
+    if json_mode:
+        import orjson
+
+        click.echo(orjson.dumps({"valid": True, "pipeline": pipeline.name,
+                                 "tasks": len(pipeline.tasks)}).decode())
+    else:
+        click.echo(f"{spec}: ok — pipeline {pipeline.name!r}, {len(pipeline.tasks)} tasks")
+    return 0
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["tree", "dot", "mermaid"]),
+              default="tree", show_default=True)
+def graph(spec: str, fmt: str) -> int:
+    """Draw the DAG of SPEC (an indented tree, Graphviz dot or Mermaid)."""
+    from dagrun import graph as graph_mod
+    from dagrun.spec import load_spec
+
+    pipeline = load_spec(spec)
+    graph_mod.check_graph(pipeline)
+    click.echo(graph_mod.render(pipeline, fmt))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one error line and a documented exit code, never a traceback."""
+    try:
+        code = cli.main(args=argv, prog_name="dagrun", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("dagrun: interrupted", err=True)
+        code = EXIT_CANCELLED
+    except KeyboardInterrupt:
+        click.echo("dagrun: interrupted", err=True)
+        code = EXIT_CANCELLED
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except DagrunError as exc:
+        click.echo(f"dagrun: error: {exc}", err=True)
+        code = exc.exit_code
+    except BrokenPipeError:
+        # stdout closed early (`dagrun graph x | head`): not an error worth a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    if code is None:
+        code = 0
+    if not isinstance(code, int):
+        code = EXIT_USAGE
+    sys.exit(code)

@@ -1,0 +1,350 @@
+"""The local backend: a small supervisor of long-lived, forked worker processes.
+
+Why not concurrent.futures.ProcessPoolExecutor: it cannot kill one timed-out
+task (the call keeps running), one dead worker breaks the whole pool, and its
+workers outlive a killed parent. Here each worker is its own process group
+with one request pipe and one result pipe; the parent (single-threaded)
+enforces deadlines by signalling the group — SIGTERM, then SIGKILL after the
+grace — reaps it, and forks a replacement. Messages are orjson, never pickles.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import orjson
+
+from dagrun.executor import wire
+from dagrun.model import Attempt, AttemptResult, TaskError
+
+# Tasks queued on a worker beyond the one it runs: hides the pipe round-trip
+# for short tasks. Only tasks without a timeout are queued behind another.
+PREFETCH = 1
+
+
+@dataclass(eq=False)
+class _Worker:
+    pid: int
+    req_fd: int
+    res_fd: int
+    buf: bytearray = field(default_factory=bytearray)
+    inflight: deque[tuple[int, Attempt]] = field(default_factory=deque)
+    head_started: float = 0.0  # when the first in-flight attempt started (parent clock)
+    done: int = 0
+    kill_reason: str | None = None  # "timeout" | "cancel" | "memory" while being killed
+    term_sent_at: float = 0.0
+    kill_at: float | None = None
+    killed_hard: bool = False
+    retiring: bool = False
+
+    @property
+    def deadline(self) -> float | None:
+        if not self.inflight or self.kill_reason:
+            return None
+        timeout = self.inflight[0][1].timeout
+        return None if timeout is None else self.head_started + timeout
+
+
+class ProcessExecutor:
+    def __init__(self, workers: int, *, base_dir: str | None = None,
+                 max_tasks_per_worker: int | None = None) -> None:
+        self.size = max(1, workers)
+        self.base_dir = base_dir
+        self.max_tasks_per_worker = max_tasks_per_worker
+        self._workers: dict[int, _Worker] = {}  # by result fd
+        self._sel = selectors.DefaultSelector()
+        self._lifeline_r = self._lifeline_w = -1
+        self._next_id = 0
+        self._closing = False
+        self._wakeup_fds: list[int] = []
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._lifeline_r, self._lifeline_w = os.pipe()
+        for _ in range(self.size):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        req_r, req_w = os.pipe()
+        res_r, res_w = os.pipe()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()  # else the child would inherit and re-flush our buffers
+            except Exception:
+                pass
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            from dagrun.executor.worker import worker_main
+
+            worker_main(req_r, res_w, self._lifeline_r, parent, self.base_dir)
+        os.close(req_r)
+        os.close(res_w)
+        try:
+            os.setpgid(pid, pid)  # also done by the child: whichever runs first wins
+        except OSError:
+            pass
+        os.set_blocking(res_r, False)
+        worker = _Worker(pid=pid, req_fd=req_w, res_fd=res_r)
+        self._workers[res_r] = worker
+        self._sel.register(res_r, selectors.EVENT_READ, worker)
+
+    def add_wakeup_fd(self, fd: int) -> None:
+        self._wakeup_fds.append(fd)
+        self._sel.register(fd, selectors.EVENT_READ, None)
+
+    def shutdown(self) -> None:
+        self._closing = True
+        for w in list(self._workers.values()):
+            _close(w.req_fd)  # an idle worker exits when its pipe closes
+        end = time.monotonic() + 2.0
+        while self._workers and time.monotonic() < end:
+            self._wait(0.05)
+        for w in list(self._workers.values()):
+            _killpg(w.pid, signal.SIGKILL)
+        while self._workers:
+            self._wait(0.05)
+        for fd in self._wakeup_fds:
+            self._sel.unregister(fd)
+        self._wakeup_fds.clear()
+        self._sel.close()
+        _close(self._lifeline_r)
+        _close(self._lifeline_w)
+
+    # ------------------------------------------------------------ dispatch
+
+    def free_slots(self) -> int:
+        free = 0
+        for w in self._workers.values():
+            if w.kill_reason or w.retiring:
+                continue
+            if not w.inflight:
+                free += 1
+            elif len(w.inflight) <= PREFETCH and all(a.timeout is None for _, a in w.inflight):
+                free += 1
+        return free
+
+    def submit(self, attempt: Attempt) -> None:
+        worker = self._pick(attempt)
+        self._next_id += 1
+        msg_id = self._next_id
+        payload = wire.encode({
+            "id": msg_id, "run_id": attempt.run_id, "task": attempt.task_id,
+            "attempt": attempt.number, "call": attempt.call, "kwargs": attempt.kwargs,
+            "memory_limit": attempt.memory_limit,
+        })
+        if not worker.inflight:
+            worker.head_started = time.monotonic()
+        worker.inflight.append((msg_id, attempt))
+        try:
+            wire.write_all(worker.req_fd, payload)
+        except OSError:
+            pass  # the worker died; its EOF reports the attempt as crashed
+
+    def _pick(self, attempt: Attempt) -> _Worker:
+        idle = None
+        queued = None
+        for w in self._workers.values():
+            if w.kill_reason or w.retiring:
+                continue
+            if not w.inflight:
+                idle = w
+                break
+            if (queued is None and attempt.timeout is None and len(w.inflight) <= PREFETCH
+                    and all(a.timeout is None for _, a in w.inflight)):
+                queued = w
+        chosen = idle or queued
+        if chosen is None:
+            raise RuntimeError("submit() called with no free slot")
+        return chosen
+
+    # ------------------------------------------------------------ results
+
+    def poll(self, timeout: float | None) -> list[AttemptResult]:
+        return self._wait(timeout)
+
+    def _wait(self, timeout: float | None) -> list[AttemptResult]:
+        now = time.monotonic()
+        nearest = self._nearest_deadline()
+        if nearest is not None:
+            until = max(0.0, nearest - now)
+            timeout = until if timeout is None else min(timeout, until)
+        results: list[AttemptResult] = []
+        for key, _ in self._sel.select(timeout):
+            worker = key.data
+            if worker is None:
+                _drain(key.fd)
+                continue
+            self._read(worker, results)
+        self._enforce_deadlines(results)
+        return results
+
+    def _nearest_deadline(self) -> float | None:
+        nearest = None
+        for w in self._workers.values():
+            for t in (w.deadline, w.kill_at):
+                if t is not None and (nearest is None or t < nearest):
+                    nearest = t
+        return nearest
+
+    def _read(self, worker: _Worker, results: list[AttemptResult]) -> None:
+        eof = False
+        while True:
+            try:
+                chunk = os.read(worker.res_fd, 1 << 16)
+            except BlockingIOError:
+                break
+            except InterruptedError:
+                continue
+            if not chunk:
+                eof = True
+                break
+            worker.buf += chunk
+        for body in wire.split_frames(worker.buf):
+            results.append(self._finish(worker, orjson.loads(body)))
+        if eof:
+            self._reap(worker, results)
+
+    def _finish(self, worker: _Worker, msg: dict) -> AttemptResult:
+        msg_id, attempt = worker.inflight.popleft()
+        assert msg_id == msg["id"], "worker answered out of order"
+        worker.done += 1
+        worker.head_started = time.monotonic()
+        if (self.max_tasks_per_worker and worker.done >= self.max_tasks_per_worker
+                and not worker.retiring):
+            worker.retiring = True  # finishes what it holds, then exits on EOF
+            _close(worker.req_fd)
+        error = msg.get("error")
+        return AttemptResult(
+            task_id=attempt.task_id, number=attempt.number, output=msg.get("output"),
+            error=TaskError.from_dict(error),
+            started=msg.get("started", 0.0), ended=msg.get("ended", 0.0),
+        )
+
+    def _enforce_deadlines(self, results: list[AttemptResult]) -> None:
+        now = time.monotonic()
+        for w in list(self._workers.values()):
+            deadline = w.deadline
+            if deadline is not None and now >= deadline:
+                self._begin_kill(w, "timeout", w.inflight[0][1].timeout_grace, now)
+            if w.kill_at is not None and now >= w.kill_at and not w.killed_hard:
+                w.killed_hard = True
+                _killpg(w.pid, signal.SIGKILL)
+
+    def _begin_kill(self, w: _Worker, reason: str, grace: float, now: float) -> None:
+        w.kill_reason = reason
+        w.term_sent_at = now
+        if grace <= 0:
+            w.killed_hard = True
+            _killpg(w.pid, signal.SIGKILL)
+        else:
+            _killpg(w.pid, signal.SIGTERM)
+            w.kill_at = now + grace
+
+    def _reap(self, worker: _Worker, results: list[AttemptResult]) -> None:
+        """The worker's result pipe closed: it exited. Report, clean up, replace."""
+        try:
+            _, status = os.waitpid(worker.pid, 0)
+        except ChildProcessError:
+            status = 0
+        # Whatever the task started lives in the worker's group: it goes too.
+        _killpg(worker.pid, signal.SIGKILL)
+        self._sel.unregister(worker.res_fd)
+        del self._workers[worker.res_fd]
+        _close(worker.res_fd)
+        _close(worker.req_fd)
+        now = time.time()
+        first = True
+        while worker.inflight:
+            _, attempt = worker.inflight.popleft()
+            if not first:  # queued behind the one that died: it never started
+                results.append(AttemptResult(attempt.task_id, attempt.number, cancelled=True,
+                                             started=now, ended=now))
+                continue
+            first = False
+            if worker.kill_reason == "cancel":
+                results.append(AttemptResult(attempt.task_id, attempt.number, cancelled=True,
+                                             started=now, ended=now))
+            else:
+                results.append(AttemptResult(attempt.task_id, attempt.number,
+                                             error=self._death_error(worker, attempt, status),
+                                             started=now, ended=now))
+        if not self._closing:
+            self._spawn()
+
+    @staticmethod
+    def _death_error(worker: _Worker, attempt: Attempt, status: int) -> TaskError:
+        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+        if worker.kill_reason == "timeout":
+            how = ("SIGKILL after the grace period" if worker.killed_hard and attempt.timeout_grace
+                   else "SIGKILL" if worker.killed_hard else "SIGTERM")
+            return TaskError("TaskTimeout", f"timed out after {_secs(attempt.timeout)}; "
+                             f"the task's process group was killed ({how})",
+                             exit_code=code, signal=sig)
+        if sig is not None:
+            name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else sig
+            hint = " — possibly out of memory" if sig == signal.SIGKILL else ""
+            if sig == signal.SIGSEGV:
+                hint = " (segmentation fault)"
+            return TaskError("WorkerCrashed", f"the task's process was killed by {name}{hint}",
+                             exit_code=code, signal=sig)
+        return TaskError("WorkerCrashed", f"the task's process exited with code {code} "
+                         "before returning a result", exit_code=code, signal=None)
+
+    # ------------------------------------------------------------ cancellation
+
+    def cancel(self, grace: float) -> list[AttemptResult]:
+        now = time.monotonic()
+        results: list[AttemptResult] = []
+        for w in list(self._workers.values()):
+            if w.inflight and w.kill_reason != "cancel":
+                if w.kill_reason is None:
+                    self._begin_kill(w, "cancel", grace, now)
+                else:
+                    w.kill_reason = "cancel"
+        while any(w.kill_reason for w in self._workers.values()):
+            results += self._wait(0.05)
+        return results
+
+    def kill_now(self) -> None:
+        """Skip the grace of everything being stopped (a second Ctrl-C)."""
+        for w in self._workers.values():
+            if w.kill_reason and not w.killed_hard:
+                w.killed_hard = True
+                _killpg(w.pid, signal.SIGKILL)
+
+
+def _secs(value: float | None) -> str:
+    if value is None:
+        return "?"
+    return f"{value:g}s"
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass

@@ -1,0 +1,159 @@
+"""The code a forked worker process runs: read a task, run it, send its result.
+
+Set-up (once per worker): own process group, SIGKILL on parent death,
+stdout redirected to stderr, every inherited fd closed but its pipes, and a
+*sentinel* child that blocks on the lifeline pipe and SIGKILLs the whole group
+when the dagrun process dies, however it died. PR_SET_PDEATHSIG alone would
+kill the worker but not the processes its task started.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import time
+import traceback
+from typing import Any, NoReturn
+
+import orjson
+
+from dagrun.executor import wire
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _set_pdeathsig(sig: int) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the sentinel still covers parent death
+
+
+def _close_fds_except(keep: set[int]) -> None:
+    top = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024
+    low = 3
+    for fd in sorted(keep | {top}):
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
+
+
+def worker_main(req_fd: int, res_fd: int, lifeline_fd: int, parent_pid: int,
+                base_dir: str | None) -> NoReturn:
+    code = 0
+    try:
+        _setup(req_fd, res_fd, lifeline_fd, parent_pid, base_dir)
+        _serve(req_fd, res_fd)
+    except BaseException:  # never let a worker return into the parent's code
+        code = 70
+    finally:
+        os._exit(code)
+
+
+def _setup(req_fd: int, res_fd: int, lifeline_fd: int, parent_pid: int,
+           base_dir: str | None) -> None:
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+    _set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(0)
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    _close_fds_except({req_fd, res_fd, lifeline_fd})
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)  # a task's prints must never reach dagrun's stdout
+    if os.fork() == 0:
+        _sentinel(lifeline_fd, {req_fd, res_fd})
+    os.close(lifeline_fd)
+    if base_dir and base_dir not in sys.path:
+        sys.path.insert(0, base_dir)
+
+
+def _sentinel(lifeline_fd: int, close: set[int]) -> NoReturn:
+    try:
+        for fd in close:
+            os.close(fd)  # the parent must see EOF when the worker itself dies
+        while True:
+            try:
+                if not os.read(lifeline_fd, 1):
+                    break
+            except InterruptedError:
+                continue
+        os.killpg(0, signal.SIGKILL)
+    finally:
+        os._exit(0)
+
+
+def _serve(req_fd: int, res_fd: int) -> None:
+    from dagrun.callables import resolve
+
+    functions: dict[str, Any] = {}
+    while True:
+        header = wire.read_exact(req_fd, 4)
+        if header is None:
+            return  # the parent closed our pipe: retire
+        (size,) = wire.HEADER.unpack(header)
+        body = wire.read_exact(req_fd, size)
+        if body is None:
+            return
+        msg = orjson.loads(body)
+        wire.write_all(res_fd, wire.encode_raw(_run_one(msg, functions, resolve)))
+
+
+def _run_one(msg: dict[str, Any], functions: dict[str, Any], resolve: Any) -> bytes:
+    os.environ["DAGRUN_RUN_ID"] = msg["run_id"]
+    os.environ["DAGRUN_TASK_ID"] = msg["task"]
+    os.environ["DAGRUN_ATTEMPT"] = str(msg["attempt"])
+    started = time.time()
+    head = {"id": msg["id"], "started": started}
+    try:
+        fn = functions.get(msg["call"])
+        if fn is None:
+            fn = functions[msg["call"]] = resolve(msg["call"])
+        value = fn(**msg["kwargs"])
+        try:
+            payload = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError as exc:
+            raise _NotSerializable(
+                f"the task returned a {type(value).__name__}, which is not JSON-serialisable: "
+                f"{exc}; return plain data (dict, list, str, number, bool, None)") from None
+    except BaseException as exc:  # a task's failure is data, whatever it raised
+        _flush_std()
+        head["ended"] = time.time()
+        head["error"] = {"type": type(exc).__name__, "message": _message(exc),
+                         "traceback": traceback.format_exc(),
+                         "types": [c.__name__ for c in type(exc).__mro__[:-1]]}
+        return orjson.dumps(head)
+    _flush_std()
+    head["ended"] = time.time()
+    return orjson.dumps(head)[:-1] + b',"output":' + payload + b"}"
+
+
+class _NotSerializable(TypeError):
+    pass
+
+
+_NotSerializable.__name__ = "NotSerializable"
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"the task called sys.exit({exc.code!r})"
+    return str(exc)
+
+
+def _flush_std() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass

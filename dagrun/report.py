@@ -1,0 +1,185 @@
+"""Reporters: what a person (or cron) sees while a run goes and when it ends.
+
+- LiveReporter: a rich progress display on a TTY (refreshed by the scheduler
+  loop; no background thread, so worker forks stay safe), then a summary table.
+- PlainReporter: one line per task event, no colour or animation (not a TTY,
+  NO_COLOR, cron).
+- QuietReporter: warnings only (used with --json off a TTY).
+All of them write to stderr: stdout carries only --json output.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Mapping
+from typing import IO, Any
+
+from dagrun.model import RunResult, TaskState, TaskStatus
+from dagrun.spec import PipelineSpec
+
+_DONE = {TaskState.COMPLETED, TaskState.DEAD_LETTERED, TaskState.SKIPPED, TaskState.CANCELLED}
+
+
+class QuietReporter:
+    tick_interval: float | None = None
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stderr
+
+    def start(self, run_id: str, spec: PipelineSpec, statuses: Mapping[str, TaskStatus]) -> None:
+        pass
+
+    def task_started(self, task_id: str, attempt: int) -> None:
+        pass
+
+    def task_finished(self, task_id: str, status: TaskStatus) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        print(f"dagrun: {text}", file=self.stream, flush=True)
+
+    def tick(self) -> None:
+        pass
+
+    def finish(self, result: RunResult) -> None:
+        pass
+
+
+class PlainReporter(QuietReporter):
+    def start(self, run_id: str, spec: PipelineSpec, statuses: Mapping[str, TaskStatus]) -> None:
+        self.total = len(statuses)
+        self.done = sum(1 for s in statuses.values() if s.state in _DONE)
+        self.t0 = time.monotonic()
+        print(f"dagrun: run {run_id} of {spec.name}: {self.total} tasks", file=self.stream,
+              flush=True)
+
+    def task_finished(self, task_id: str, status: TaskStatus) -> None:
+        if status.state in _DONE:
+            self.done += 1
+        line = f"[{self.done}/{self.total}] {task_id} {status.state.value}"
+        if status.state in (TaskState.DEAD_LETTERED, TaskState.RETRYING) and status.error:
+            line += f" (attempt {status.attempts}): {status.error.summary()}"
+        elif status.state == TaskState.SKIPPED:
+            line += f" (upstream {status.reason} failed)"
+        print(line, file=self.stream, flush=True)
+
+    def finish(self, result: RunResult) -> None:
+        print_summary(result, self.stream, time.monotonic() - self.t0, rich_table=False)
+
+
+class LiveReporter(PlainReporter):
+    tick_interval = 0.1
+
+    def start(self, run_id: str, spec: PipelineSpec, statuses: Mapping[str, TaskStatus]) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        super().start(run_id, spec, statuses)
+        self.run_id = run_id
+        self.name = spec.name
+        self.running: dict[str, int] = {}
+        self.failures = 0
+        self.console = Console(file=self.stream)
+        self.live = Live(self._render(), console=self.console, auto_refresh=False,
+                         transient=True, redirect_stdout=False, redirect_stderr=False)
+        self.live.start()
+        self._last = 0.0
+
+    def _render(self) -> Any:
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.text import Text
+
+        elapsed = time.monotonic() - self.t0
+        head = Text.assemble(
+            (f"{self.name} ", "bold"), (f"{self.done}/{self.total} done", "green"),
+            f"  {len(self.running)} running", (f"  {self.failures} failed", "red")
+            if self.failures else "", f"  {elapsed:.1f}s")
+        bar = ProgressBar(total=max(self.total, 1), completed=self.done, width=40)
+        names = list(self.running)[:8]
+        more = len(self.running) - len(names)
+        lines = [Text(f"  ▶ {n} (attempt {self.running[n]})", style="cyan") for n in names]
+        if more > 0:
+            lines.append(Text(f"  … and {more} more"))
+        return Group(head, bar, *lines)
+
+    def task_started(self, task_id: str, attempt: int) -> None:
+        self.running[task_id] = attempt
+
+    def task_finished(self, task_id: str, status: TaskStatus) -> None:
+        self.running.pop(task_id, None)
+        if status.state in _DONE:
+            self.done += 1
+        if status.state in (TaskState.DEAD_LETTERED, TaskState.RETRYING):
+            self.failures += 1
+            self.live.console.print(
+                f"[red]✗[/red] {task_id} {status.state.value}: "
+                f"{status.error.summary() if status.error else ''}", markup=True,
+                highlight=False)
+
+    def message(self, text: str) -> None:
+        self.live.console.print(f"dagrun: {text}", markup=False, highlight=False)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now - self._last >= 0.1:
+            self._last = now
+            self.live.update(self._render(), refresh=True)
+
+    def finish(self, result: RunResult) -> None:
+        self.live.stop()
+        print_summary(result, self.stream, time.monotonic() - self.t0, rich_table=True)
+
+
+def choose_reporter(json_mode: bool, stream: IO[str] | None = None) -> QuietReporter:
+    stream = stream or sys.stderr
+    tty = stream.isatty() and os.environ.get("TERM") != "dumb"
+    if json_mode and not tty:
+        return QuietReporter(stream)
+    if tty and not os.environ.get("NO_COLOR"):
+        return LiveReporter(stream)
+    return PlainReporter(stream)
+
+
+def print_summary(result: RunResult, stream: IO[str], elapsed: float, *,
+                  rich_table: bool) -> None:
+    counts: dict[str, int] = {}
+    for t in result.tasks.values():
+        counts[t.state] = counts.get(t.state, 0) + 1
+    tally = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    if rich_table:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"run {result.run_id}: {result.status} in {elapsed:.1f}s")
+        table.add_column("task")
+        table.add_column("state")
+        table.add_column("attempts", justify="right")
+        table.add_column("error", overflow="fold")
+        colours = {"completed": "green", "dead_lettered": "red", "skipped": "yellow",
+                   "cancelled": "yellow"}
+        rows = list(result.tasks.items())
+        shown = rows if len(rows) <= 40 else [r for r in rows if r[1].state != "completed"][:40]
+        for tid, t in shown:
+            colour = colours.get(t.state, "white")
+            table.add_row(tid, f"[{colour}]{t.state}[/{colour}]", str(t.attempts),
+                          _one_line(t.error or ""))
+        console = Console(file=stream)
+        console.print(table)
+        console.print(f"{tally}")
+    else:
+        for tid, t in result.tasks.items():
+            if t.state != "completed":
+                print(f"  {tid}: {t.state}: {_one_line(t.error or '')}", file=stream)
+        print(f"dagrun: run {result.run_id} {result.status} in {elapsed:.1f}s ({tally})",
+              file=stream, flush=True)
+    if result.status == "cancelled":
+        print(f"dagrun: run `dagrun resume {result.run_id}` to continue", file=stream,
+              flush=True)
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -1,0 +1,421 @@
+"""Pipeline spec: TOML or YAML file (or a plain dict) -> frozen PipelineSpec.
+
+All validation of the document happens here, once; every error names the file,
+the task and the key at fault. Graph checks (missing deps, cycles) live in
+graph.py, callable checks in callables.py.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dagrun.durations import parse_duration, parse_size
+from dagrun.errors import SpecError
+
+TASK_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+CALL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+DURABILITY_MODES = ("fast", "atomic", "durable")
+BACKOFFS = ("fixed", "linear", "exponential")
+DEFAULT_DURABILITY = "fast"
+
+TOP_KEYS = ("pipeline", "defaults", "tasks", "breakers")
+PIPELINE_KEYS = ("name", "description", "workers", "deadline", "durability", "max_tasks_per_worker")
+POLICY_KEYS = (
+    "timeout", "timeout_grace", "retries", "retry_delay", "retry_backoff", "retry_max_delay",
+    "retry_jitter", "retry_on", "no_retry_on", "priority", "memory_limit", "breaker",
+)
+TASK_KEYS = ("call", "deps", "inputs", "kwargs", *POLICY_KEYS)
+BREAKER_KEYS = ("failure_threshold", "cooldown", "success_threshold", "max_wait")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    retries: int = 0
+    delay: float = 1.0
+    backoff: str = "exponential"
+    max_delay: float = 60.0
+    jitter: bool = True
+    retry_on: tuple[str, ...] = ()
+    no_retry_on: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    id: str
+    call: str
+    deps: tuple[str, ...] = ()
+    inputs: Mapping[str, str] = field(default_factory=dict)  # parameter -> upstream task id
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    priority: int = 0
+    timeout: float | None = None
+    timeout_grace: float = 1.0
+    retry: RetryPolicy = RetryPolicy()
+    memory_limit: int | None = None
+    breaker: str | None = None
+
+    def definition(self) -> dict[str, Any]:
+        """What decides the task's output: a change here means the task must re-run."""
+        return {"call": self.call, "kwargs": self.kwargs, "inputs": self.inputs,
+                "deps": list(self.deps)}
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSpec:
+    name: str
+    failure_threshold: int = 5
+    cooldown: float = 60.0
+    success_threshold: int = 1
+    max_wait: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSpec:
+    name: str
+    tasks: Mapping[str, TaskSpec]
+    workers: int | None = None  # None: the CPU count
+    description: str = ""
+    deadline: float | None = None
+    durability: str | None = None  # None: the default mode
+    max_tasks_per_worker: int | None = None
+    breakers: Mapping[str, BreakerSpec] = field(default_factory=dict)
+    source: str | None = None  # the spec file, if any
+    base_dir: str | None = None  # made importable for the task callables
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain JSON-able snapshot; from_dict() rebuilds it without re-validating."""
+        return {
+            "name": self.name, "workers": self.workers, "description": self.description,
+            "deadline": self.deadline, "durability": self.durability,
+            "max_tasks_per_worker": self.max_tasks_per_worker,
+            "source": self.source, "base_dir": self.base_dir,
+            "breakers": {n: _breaker_dict(b) for n, b in self.breakers.items()},
+            "tasks": [_task_dict(t) for t in self.tasks.values()],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PipelineSpec:
+        tasks = {}
+        for t in data["tasks"]:
+            retry = RetryPolicy(**{**t["retry"], "retry_on": tuple(t["retry"]["retry_on"]),
+                                   "no_retry_on": tuple(t["retry"]["no_retry_on"])})
+            tasks[t["id"]] = TaskSpec(**{**t, "deps": tuple(t["deps"]), "retry": retry})
+        breakers = {n: BreakerSpec(**b) for n, b in data.get("breakers", {}).items()}
+        return cls(
+            name=data["name"], tasks=tasks, workers=data.get("workers"),
+            description=data.get("description", ""), deadline=data.get("deadline"),
+            durability=data.get("durability"),
+            max_tasks_per_worker=data.get("max_tasks_per_worker"), breakers=breakers,
+            source=data.get("source"), base_dir=data.get("base_dir"),
+        )
+
+
+def _task_dict(t: TaskSpec) -> dict[str, Any]:
+    r = t.retry
+    return {
+        "id": t.id, "call": t.call, "deps": list(t.deps), "inputs": dict(t.inputs),
+        "kwargs": dict(t.kwargs), "priority": t.priority, "timeout": t.timeout,
+        "timeout_grace": t.timeout_grace, "memory_limit": t.memory_limit, "breaker": t.breaker,
+        "retry": {"retries": r.retries, "delay": r.delay, "backoff": r.backoff,
+                  "max_delay": r.max_delay, "jitter": r.jitter, "retry_on": list(r.retry_on),
+                  "no_retry_on": list(r.no_retry_on)},
+    }
+
+
+def _breaker_dict(b: BreakerSpec) -> dict[str, Any]:
+    return {"name": b.name, "failure_threshold": b.failure_threshold, "cooldown": b.cooldown,
+            "success_threshold": b.success_threshold, "max_wait": b.max_wait}
+
+
+# ---------------------------------------------------------------- loading files
+
+
+def load_spec(path: str | os.PathLike[str]) -> PipelineSpec:
+    """Read and validate a TOML or YAML spec file (graph checks not included)."""
+    p = Path(path)
+    label = str(path)
+    suffix = p.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml"):
+        raise SpecError(f"{label}: unknown spec format {suffix or '(no suffix)'!r}; "
+                        "use a .toml, .yaml or .yml file")
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise SpecError(f"{label}: no such file") from None
+    except IsADirectoryError:
+        raise SpecError(f"{label}: is a directory, not a spec file") from None
+    except OSError as exc:
+        raise SpecError(f"{label}: cannot read: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpecError(f"{label}: not UTF-8 text") from None
+    doc = _parse_toml(text, label) if suffix == ".toml" else _parse_yaml(text, label)
+    return parse_document(doc, source=label, default_name=p.stem,
+                          base_dir=str(p.resolve().parent))
+
+
+def _parse_toml(text: str, label: str) -> Any:
+    import tomllib
+
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        if "overwrite a value" in msg:
+            msg += " (a duplicate key or task id?)"
+        raise SpecError(f"{label}: invalid TOML: {msg}") from None
+
+
+def _parse_yaml(text: str, label: str) -> Any:
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+        loader.flatten_mapping(node)
+        seen: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise SpecError(f"{label}: line {line}: duplicate key {key!r}")
+            seen[key] = loader.construct_object(value_node, deep=True)
+        return seen
+
+    UniqueKeyLoader.add_constructor(
+        yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"{label}: invalid YAML: {where}{problem}") from None
+
+
+# ---------------------------------------------------------------- validation
+
+
+def parse_document(doc: Any, *, source: str = "<pipeline>", default_name: str = "pipeline",
+                   base_dir: str | None = None) -> PipelineSpec:
+    """Validate a loaded document (TOML/YAML/dict) into a PipelineSpec."""
+    where = source
+    if not isinstance(doc, Mapping):
+        raise SpecError(f"{where}: the document must be a table/mapping with a 'tasks' section")
+    _check_keys(doc, TOP_KEYS, where, "top-level key")
+
+    pipe = doc.get("pipeline", {})
+    _expect_mapping(pipe, f"{where}: 'pipeline'")
+    _check_keys(pipe, PIPELINE_KEYS, f"{where}: [pipeline]", "key")
+    pctx = f"{where}: [pipeline]"
+    name = pipe.get("name", default_name)
+    if not isinstance(name, str) or not TASK_ID.match(name):
+        raise SpecError(f"{pctx}: 'name' must match {TASK_ID.pattern}, got {name!r}")
+    workers = _opt_int(pipe, "workers", pctx, minimum=1)
+    deadline = _opt_duration(pipe, "deadline", pctx, positive=True)
+    durability = pipe.get("durability")
+    if durability is not None and durability not in DURABILITY_MODES:
+        raise SpecError(f"{pctx}: 'durability' must be one of {', '.join(DURABILITY_MODES)}, "
+                        f"got {durability!r}")
+    max_tasks = _opt_int(pipe, "max_tasks_per_worker", pctx, minimum=1)
+    description = pipe.get("description", "")
+    if not isinstance(description, str):
+        raise SpecError(f"{pctx}: 'description' must be a string")
+
+    breakers_doc = doc.get("breakers", {})
+    _expect_mapping(breakers_doc, f"{where}: 'breakers'")
+    breakers = {}
+    for bname, bdoc in breakers_doc.items():
+        bctx = f"{where}: breaker {bname!r}"
+        if not isinstance(bname, str) or not TASK_ID.match(bname):
+            raise SpecError(f"{where}: breaker name {bname!r} must match {TASK_ID.pattern}")
+        _expect_mapping(bdoc, bctx)
+        _check_keys(bdoc, BREAKER_KEYS, bctx, "key")
+        breakers[bname] = BreakerSpec(
+            name=bname,
+            failure_threshold=_opt_int(bdoc, "failure_threshold", bctx, minimum=1) or 5,
+            cooldown=_opt_duration(bdoc, "cooldown", bctx) if "cooldown" in bdoc else 60.0,
+            success_threshold=_opt_int(bdoc, "success_threshold", bctx, minimum=1) or 1,
+            max_wait=_opt_duration(bdoc, "max_wait", bctx),
+        )
+
+    defaults = doc.get("defaults", {})
+    _expect_mapping(defaults, f"{where}: 'defaults'")
+    _check_keys(defaults, POLICY_KEYS, f"{where}: [defaults]", "key")
+
+    tasks_doc = doc.get("tasks")
+    if tasks_doc is None:
+        raise SpecError(f"{where}: no 'tasks' section: a pipeline needs at least one task")
+    _expect_mapping(tasks_doc, f"{where}: 'tasks'")
+    if not tasks_doc:
+        raise SpecError(f"{where}: 'tasks' is empty: a pipeline needs at least one task")
+    tasks: dict[str, TaskSpec] = {}
+    for tid, tdoc in tasks_doc.items():
+        if not isinstance(tid, str) or not TASK_ID.match(tid):
+            raise SpecError(f"{where}: task id {tid!r} is invalid: ids are 1-128 characters "
+                            "of letters, digits, '_', '.', '-' and do not start with '.' or '-'")
+        tasks[tid] = _parse_task(tid, tdoc, defaults, breakers, where)
+
+    return PipelineSpec(
+        name=name, tasks=tasks, workers=workers, description=description, deadline=deadline,
+        durability=durability, max_tasks_per_worker=max_tasks, breakers=breakers,
+        source=source, base_dir=base_dir,
+    )
+
+
+def _parse_task(tid: str, tdoc: Any, defaults: Mapping[str, Any],
+                breakers: Mapping[str, BreakerSpec], where: str) -> TaskSpec:
+    ctx = f"{where}: task {tid!r}"
+    _expect_mapping(tdoc, ctx)
+    _check_keys(tdoc, TASK_KEYS, ctx, "key")
+    merged = {**defaults, **tdoc}
+
+    call = tdoc.get("call")
+    if call is None:
+        raise SpecError(f"{ctx}: missing 'call' (e.g. call = \"module:function\")")
+    if not isinstance(call, str) or not CALL.match(call):
+        raise SpecError(f"{ctx}: 'call' must look like \"package.module:function\", got {call!r}")
+
+    deps = tdoc.get("deps", [])
+    if isinstance(deps, str):
+        deps = [deps]
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise SpecError(f"{ctx}: 'deps' must be a list of task ids, got {deps!r}")
+    seen: set[str] = set()
+    for d in deps:
+        if d in seen:
+            raise SpecError(f"{ctx}: 'deps' lists {d!r} twice")
+        seen.add(d)
+
+    inputs = tdoc.get("inputs", {})
+    _expect_mapping(inputs, f"{ctx}: 'inputs'")
+    for param, up in inputs.items():
+        if not isinstance(param, str) or not param.isidentifier():
+            raise SpecError(f"{ctx}: 'inputs' key {param!r} is not a parameter name")
+        if not isinstance(up, str):
+            raise SpecError(f"{ctx}: 'inputs.{param}' must name an upstream task, got {up!r}")
+
+    kwargs = tdoc.get("kwargs", {})
+    _expect_mapping(kwargs, f"{ctx}: 'kwargs'")
+    for k in kwargs:
+        if not isinstance(k, str) or not k.isidentifier():
+            raise SpecError(f"{ctx}: 'kwargs' key {k!r} is not a parameter name")
+        if k in inputs:
+            raise SpecError(f"{ctx}: parameter {k!r} is given both in 'kwargs' and 'inputs'")
+    kwargs = {k: _plain(v, f"{ctx}: 'kwargs.{k}'") for k, v in kwargs.items()}
+
+    priority = merged.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise SpecError(f"{ctx}: 'priority' must be an integer, got {priority!r}")
+
+    timeout = _opt_duration(merged, "timeout", ctx, positive=True)
+    grace = _opt_duration(merged, "timeout_grace", ctx)
+    retries = _opt_int(merged, "retries", ctx, minimum=0) or 0
+    delay = _opt_duration(merged, "retry_delay", ctx)
+    max_delay = _opt_duration(merged, "retry_max_delay", ctx)
+    backoff = merged.get("retry_backoff", "exponential")
+    if backoff not in BACKOFFS:
+        raise SpecError(f"{ctx}: 'retry_backoff' must be one of {', '.join(BACKOFFS)}, "
+                        f"got {backoff!r}")
+    jitter = merged.get("retry_jitter", True)
+    if not isinstance(jitter, bool):
+        raise SpecError(f"{ctx}: 'retry_jitter' must be true or false, got {jitter!r}")
+    retry_on = _name_list(merged, "retry_on", ctx)
+    no_retry_on = _name_list(merged, "no_retry_on", ctx)
+
+    memory_limit = None
+    if merged.get("memory_limit") is not None:
+        try:
+            memory_limit = parse_size(merged["memory_limit"])
+        except ValueError as exc:
+            raise SpecError(f"{ctx}: 'memory_limit': {exc}") from None
+
+    breaker = merged.get("breaker")
+    if breaker is not None:
+        if breaker not in breakers:
+            hint = _did_you_mean(breaker, breakers)
+            raise SpecError(f"{ctx}: 'breaker' names {breaker!r}, which is not defined in "
+                            f"[breakers]{hint}")
+
+    return TaskSpec(
+        id=tid, call=call, deps=tuple(deps), inputs=dict(inputs), kwargs=kwargs,
+        priority=priority, timeout=timeout, timeout_grace=1.0 if grace is None else grace,
+        retry=RetryPolicy(
+            retries=retries, delay=1.0 if delay is None else delay, backoff=backoff,
+            max_delay=60.0 if max_delay is None else max_delay, jitter=jitter,
+            retry_on=retry_on, no_retry_on=no_retry_on,
+        ),
+        memory_limit=memory_limit, breaker=breaker,
+    )
+
+
+def _plain(value: Any, ctx: str) -> Any:
+    """Dates and times become ISO-8601 strings; anything not JSON-like is an error."""
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, ctx) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, ctx) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise SpecError(f"{ctx}: unsupported value {value!r}")
+
+
+def _did_you_mean(word: object, choices: Any) -> str:
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_keys(doc: Mapping[str, Any], allowed: tuple[str, ...], ctx: str, what: str) -> None:
+    for key in doc:
+        if key not in allowed:
+            raise SpecError(f"{ctx}: unknown {what} {key!r}{_did_you_mean(key, allowed)}")
+
+
+def _expect_mapping(value: Any, ctx: str) -> None:
+    if not isinstance(value, Mapping):
+        raise SpecError(f"{ctx} must be a table/mapping, got {type(value).__name__}")
+
+
+def _opt_int(doc: Mapping[str, Any], key: str, ctx: str, *, minimum: int) -> int | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise SpecError(f"{ctx}: {key!r} must be {kind}, got {value!r}")
+    return value
+
+
+def _opt_duration(doc: Mapping[str, Any], key: str, ctx: str, *,
+                  positive: bool = False) -> float | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        seconds = -1.0
+    if seconds < 0 or (positive and seconds == 0):
+        kind = "a positive" if positive else "a non-negative"
+        raise SpecError(f"{ctx}: {key!r} must be {kind} number of seconds "
+                        f"(or a duration like \"30s\", \"5m\"), got {value!r}")
+    return seconds
+
+
+def _name_list(doc: Mapping[str, Any], key: str, ctx: str) -> tuple[str, ...]:
+    value = doc.get(key, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise SpecError(f"{ctx}: {key!r} must be a list of exception class names, got {value!r}")
+    return tuple(value)

@@ -1,0 +1,191 @@
+"""State-directory layout, run ids, run metadata and locks.
+
+    STATE_DIR/
+      runs/RUN_ID/run.json   metadata + resolved spec snapshot (one checksummed frame)
+      runs/RUN_ID/journal    task records (journal.py)
+      runs/RUN_ID/lock       held by the process driving the run (kernel-released)
+      locks/                 per-pipeline locks for --if-running
+      dlq/ breakers/         dead letters and circuit-breaker state
+
+Run ids are validated before any path is built from them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dagrun.errors import RunLocked, StateIOError, UnknownRun, UsageError
+from dagrun.spec import PipelineSpec
+from dagrun.store.journal import describe_os_error
+from dagrun.store.records import FORMAT_VERSION, frame, unframe
+
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_run_id(run_id: str) -> str:
+    if not isinstance(run_id, str) or not RUN_ID.match(run_id) or ".." in run_id:
+        raise UsageError(f"invalid run id {run_id!r}: use 1-128 letters, digits, '.', '_' "
+                         "or '-', starting with a letter or digit, without '..'")
+    return run_id
+
+
+def new_run_id() -> str:
+    """Time-sortable: UTC timestamp to the millisecond, then random hex."""
+    now = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
+    return f"{stamp}{int(now * 1000) % 1000:03d}-{secrets.token_hex(3)}"
+
+
+def make_private_dir(path: Path) -> None:
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateIOError(f"cannot create {path}: {describe_os_error(exc)}") from None
+
+
+def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Temp file + fsync + rename (+ fsync of the folder): all or nothing."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        if durable:
+            dfd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+    except OSError as exc:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise StateIOError(f"cannot write {path}: {describe_os_error(exc)}") from None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    path: Path
+    meta: dict[str, Any]
+
+    @property
+    def spec(self) -> PipelineSpec:
+        return PipelineSpec.from_dict(self.meta["spec"])
+
+    @property
+    def journal_path(self) -> Path:
+        return self.path / "journal"
+
+
+class StateDir:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    def run_path(self, run_id: str) -> Path:
+        return self.runs / check_run_id(run_id)
+
+    def create_run(self, run_id: str, spec: PipelineSpec, settings: dict[str, Any]) -> RunInfo:
+        make_private_dir(self.runs)
+        path = self.run_path(run_id)
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            raise UsageError(f"run {run_id!r} already exists in {self.root}; choose a new "
+                             f"--run-id or `dagrun resume {run_id}`") from None
+        except OSError as exc:
+            raise StateIOError(f"cannot create {path}: {describe_os_error(exc)}") from None
+        meta = {"v": FORMAT_VERSION, "run_id": run_id, "pipeline": spec.name,
+                "created": time.time(), "settings": settings, "spec": spec.to_dict()}
+        write_atomic(path / "run.json", frame(meta))
+        return RunInfo(run_id, path, meta)
+
+    def open_run(self, run_id: str) -> RunInfo:
+        path = self.run_path(run_id)
+        meta_path = path / "run.json"
+        try:
+            data = meta_path.read_bytes()
+        except FileNotFoundError:
+            raise UnknownRun(f"no run {run_id!r} in {self.root} (see `dagrun runs`)") from None
+        except OSError as exc:
+            raise UnknownRun(f"cannot read {meta_path}: {describe_os_error(exc)}") from None
+        try:
+            meta = unframe(data.split(b"\n", 1)[0])
+            if meta.get("v") != FORMAT_VERSION or meta.get("run_id") != run_id:
+                raise ValueError("wrong version or run id")
+            PipelineSpec.from_dict(meta["spec"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise UnknownRun(f"run {run_id!r}: its metadata {meta_path} is corrupt or "
+                             "unreadable; the run cannot be resumed") from None
+        return RunInfo(run_id, path, meta)
+
+    def list_run_ids(self) -> list[str]:
+        try:
+            return sorted(p.name for p in self.runs.iterdir()
+                          if p.is_dir() and RUN_ID.match(p.name))
+        except FileNotFoundError:
+            return []
+
+
+class Lock:
+    """A non-blocking, kernel-released lock (flock via filelock) naming its owner pid."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        from filelock import FileLock
+
+        self.path = path
+        self.what = what
+        self._lock = FileLock(str(path), mode=0o600)
+
+    def acquire(self, timeout: float = 0) -> None:
+        from filelock import Timeout
+
+        make_private_dir(self.path.parent)
+        try:
+            self._lock.acquire(timeout=timeout)
+        except Timeout:
+            owner = self.owner()
+            who = f" by pid {owner}" if owner else ""
+            raise RunLocked(f"{self.what} is locked{who}, another live dagrun process") from None
+        except OSError as exc:
+            raise StateIOError(f"cannot lock {self.path}: {describe_os_error(exc)}") from None
+        try:
+            write_atomic(self.path.with_suffix(".owner"), str(os.getpid()).encode(),
+                         durable=False)
+        except StateIOError:
+            pass  # the owner file is a courtesy for the error message
+
+    def owner(self) -> int | None:
+        try:
+            return int(self.path.with_suffix(".owner").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def release(self) -> None:
+        if self._lock.is_locked:
+            self._lock.release()
+
+    def __enter__(self) -> Lock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
