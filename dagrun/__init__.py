@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["run", "resume", "validate", "Pipeline", "RunResult", "DagrunError"]
+__all__ = ["DagrunError", "Pipeline", "RunResult", "resume", "run", "validate"]
 
 
 def __getattr__(name: str) -> Any:  # lazy, so `dagrun --help` imports little

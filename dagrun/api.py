@@ -19,7 +19,6 @@ from dagrun.model import RunResult, TaskStatus
 from dagrun.spec import DEFAULT_DURABILITY, DURABILITY_MODES, PipelineSpec, load_spec
 
 if TYPE_CHECKING:
-    from dagrun.pipeline import Pipeline
     from dagrun.scheduler import CancelToken, Reporter
     from dagrun.store.runs import RunInfo
 

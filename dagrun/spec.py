@@ -20,7 +20,8 @@ from dagrun.durations import parse_duration, parse_size
 from dagrun.errors import SpecError
 
 TASK_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-CALL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+CALL = re.compile(rf"^{_DOTTED}:{_DOTTED}$")
 DURABILITY_MODES = ("fast", "atomic", "durable")
 BACKOFFS = ("fixed", "linear", "exponential")
 DEFAULT_DURABILITY = "fast"
@@ -193,7 +194,7 @@ def _parse_yaml(text: str, label: str) -> Any:
     UniqueKeyLoader.add_constructor(
         yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
     try:
-        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""

@@ -24,8 +24,10 @@ from dagrun.executor import wire
 from dagrun.model import Attempt, AttemptResult, TaskError
 
 # Tasks queued on a worker beyond the one it runs: hides the pipe round-trip
-# for short tasks. Only tasks without a timeout are queued behind another.
+# for short tasks. A queued task's deadline starts when the parent reads the
+# result of the task before it, so it can only be late, never early.
 PREFETCH = 1
+SHORT_TASK = 0.005  # seconds
 
 
 @dataclass(eq=False)
@@ -33,6 +35,7 @@ class _Worker:
     pid: int
     req_fd: int
     res_fd: int
+    sentinel: int
     buf: bytearray = field(default_factory=bytearray)
     inflight: deque[tuple[int, Attempt]] = field(default_factory=deque)
     head_started: float = 0.0  # when the first in-flight attempt started (parent clock)
@@ -42,6 +45,7 @@ class _Worker:
     kill_at: float | None = None
     killed_hard: bool = False
     retiring: bool = False
+    last_duration: float = 1.0  # of its last task; unknown counts as long
 
     @property
     def deadline(self) -> float | None:
@@ -91,8 +95,17 @@ class ProcessExecutor:
             os.setpgid(pid, pid)  # also done by the child: whichever runs first wins
         except OSError:
             pass
+        sentinel = os.fork()
+        if sentinel == 0:
+            from dagrun.executor.worker import sentinel_main
+
+            sentinel_main(self._lifeline_r, pid)
+        try:
+            os.setpgid(sentinel, pid)
+        except OSError:
+            pass
         os.set_blocking(res_r, False)
-        worker = _Worker(pid=pid, req_fd=req_w, res_fd=res_r)
+        worker = _Worker(pid=pid, req_fd=req_w, res_fd=res_r, sentinel=sentinel)
         self._workers[res_r] = worker
         self._sel.register(res_r, selectors.EVENT_READ, worker)
 
@@ -121,18 +134,20 @@ class ProcessExecutor:
     # ------------------------------------------------------------ dispatch
 
     def free_slots(self) -> int:
-        free = 0
-        for w in self._workers.values():
-            if w.kill_reason or w.retiring:
-                continue
-            if not w.inflight:
-                free += 1
-            elif len(w.inflight) <= PREFETCH and all(a.timeout is None for _, a in w.inflight):
-                free += 1
-        return free
+        return sum(1 for w in self._workers.values() if self._accepts(w))
+
+    @staticmethod
+    def _accepts(w: _Worker) -> bool:
+        if w.kill_reason or w.retiring:
+            return False
+        if not w.inflight:
+            return True
+        # Queue behind a running task only when tasks are short, where the
+        # round-trip would dominate; long tasks keep the load balanced instead.
+        return len(w.inflight) <= PREFETCH and w.last_duration < SHORT_TASK
 
     def submit(self, attempt: Attempt) -> None:
-        worker = self._pick(attempt)
+        worker = self._pick()
         self._next_id += 1
         msg_id = self._next_id
         payload = wire.encode({
@@ -148,22 +163,16 @@ class ProcessExecutor:
         except OSError:
             pass  # the worker died; its EOF reports the attempt as crashed
 
-    def _pick(self, attempt: Attempt) -> _Worker:
-        idle = None
+    def _pick(self) -> _Worker:
         queued = None
         for w in self._workers.values():
-            if w.kill_reason or w.retiring:
-                continue
-            if not w.inflight:
-                idle = w
-                break
-            if (queued is None and attempt.timeout is None and len(w.inflight) <= PREFETCH
-                    and all(a.timeout is None for _, a in w.inflight)):
+            if not w.inflight and not (w.kill_reason or w.retiring):
+                return w
+            if queued is None and self._accepts(w):
                 queued = w
-        chosen = idle or queued
-        if chosen is None:
+        if queued is None:
             raise RuntimeError("submit() called with no free slot")
-        return chosen
+        return queued
 
     # ------------------------------------------------------------ results
 
@@ -216,6 +225,7 @@ class ProcessExecutor:
         msg_id, attempt = worker.inflight.popleft()
         assert msg_id == msg["id"], "worker answered out of order"
         worker.done += 1
+        worker.last_duration = msg.get("ended", 0.0) - msg.get("started", 0.0)
         worker.head_started = time.monotonic()
         if (self.max_tasks_per_worker and worker.done >= self.max_tasks_per_worker
                 and not worker.retiring):
@@ -256,6 +266,10 @@ class ProcessExecutor:
             status = 0
         # Whatever the task started lives in the worker's group: it goes too.
         _killpg(worker.pid, signal.SIGKILL)
+        try:
+            os.waitpid(worker.sentinel, 0)
+        except ChildProcessError:
+            pass
         self._sel.unregister(worker.res_fd)
         del self._workers[worker.res_fd]
         _close(worker.res_fd)

@@ -1,10 +1,11 @@
 """The code a forked worker process runs: read a task, run it, send its result.
 
 Set-up (once per worker): own process group, SIGKILL on parent death,
-stdout redirected to stderr, every inherited fd closed but its pipes, and a
-*sentinel* child that blocks on the lifeline pipe and SIGKILLs the whole group
-when the dagrun process dies, however it died. PR_SET_PDEATHSIG alone would
-kill the worker but not the processes its task started.
+stdout redirected to stderr, every inherited fd closed but its pipes. The
+parent also forks a *sentinel* into the worker's group that blocks on the
+lifeline pipe and SIGKILLs the whole group when the dagrun process dies,
+however it died: PR_SET_PDEATHSIG alone would kill the worker but not the
+processes its task started.
 """
 
 from __future__ import annotations
@@ -71,24 +72,30 @@ def _setup(req_fd: int, res_fd: int, lifeline_fd: int, parent_pid: int,
     os.dup2(devnull, 0)
     os.close(devnull)
     os.dup2(2, 1)  # a task's prints must never reach dagrun's stdout
-    if os.fork() == 0:
-        _sentinel(lifeline_fd, {req_fd, res_fd})
     os.close(lifeline_fd)
     if base_dir and base_dir not in sys.path:
         sys.path.insert(0, base_dir)
 
 
-def _sentinel(lifeline_fd: int, close: set[int]) -> NoReturn:
+def sentinel_main(lifeline_fd: int, pgid: int) -> NoReturn:
+    """Forked by the parent into the worker's process group: waits for the
+    dagrun process to die (EOF on the lifeline), then SIGKILLs the group."""
     try:
-        for fd in close:
-            os.close(fd)  # the parent must see EOF when the worker itself dies
+        try:
+            os.setpgid(0, pgid)
+        except OSError:
+            pass
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _close_fds_except({lifeline_fd})
         while True:
             try:
                 if not os.read(lifeline_fd, 1):
                     break
             except InterruptedError:
                 continue
-        os.killpg(0, signal.SIGKILL)
+        os.killpg(pgid, signal.SIGKILL)
     finally:
         os._exit(0)
 
