@@ -1,0 +1,1 @@
+"""Benchmarks: dagrun against a bare ProcessPoolExecutor loop (`make bench`)."""

@@ -1,0 +1,263 @@
+"""`make bench` / `make bench-quick`: dagrun against the floor, one table.
+
+    python -m bench [--quick] [--runs N] [--only W1,W2,...]
+
+Every measurement runs in its own process (bench/child.py, or the dagrun CLI),
+measurements of one workload are interleaved (floor, API, CLI, floor, ...) so
+that noise from the shared machine hits them alike, and the table shows
+medians. Specs and the task module are generated into a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+from bench import measure
+from bench.workloads import WORKERS, Workload, all_workloads
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+class Bench:
+    def __init__(self, folder: Path, runs: int) -> None:
+        self.folder = folder
+        self.runs = runs
+        self.rows: list[list[str]] = []
+        self.notes: list[str] = []
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep
+                    + os.environ.get("PYTHONPATH", "")}
+        self.env.pop("DAGRUN_STATE_DIR", None)
+        self._n = 0
+
+    def state(self) -> str:
+        self._n += 1
+        return str(self.folder / f"state{self._n}")
+
+    def _child(self, *args: str) -> tuple[dict, measure.Measured]:
+        m = measure.run([PY, "-m", "bench.child", *args], env=self.env, cwd=str(ROOT))
+        if m.code != 0:
+            raise SystemExit(f"bench: {' '.join(args[:2])} failed:\n{m.stderr.decode()}")
+        return orjson.loads(m.stdout.splitlines()[-1]), m
+
+    def floor(self, w: Workload) -> tuple[float, float, measure.Measured]:
+        out, m = self._child("floor", str(w.path))
+        return out["run"], out["parse"], m
+
+    def api(self, w: Workload, durability: str = "fast") -> tuple[float, measure.Measured]:
+        out, m = self._child("api", str(w.path), self.state(), durability)
+        if out["status"] != "succeeded":
+            raise SystemExit(f"bench: dagrun run of {w.key} {out['status']}")
+        return out["run"], m
+
+    def cli(self, *args: str, on_start: object = None) -> measure.Measured:
+        m = measure.run([PY, "-m", "dagrun", *args], env=self.env, cwd=str(self.folder),
+                        on_start=on_start)
+        return m
+
+    def cli_run(self, w: Workload, *extra: str, on_start: object = None) -> measure.Measured:
+        m = self.cli("run", str(w.path), "--json", "--workers", str(WORKERS),
+                     "--state-dir", self.state(), *extra, on_start=on_start)
+        if m.code != 0 and not extra:
+            raise SystemExit(f"bench: dagrun run {w.key} exited {m.code}:\n{m.stderr.decode()}")
+        return m
+
+    def row(self, w: Workload, runner: str, walls: list[float], mems: list[float],
+            floor: float | None, ideal: float | None = None) -> float:
+        med = statistics.median(walls)
+        base = ideal if ideal is not None else 0.0
+        per_task = (med - base) / w.tasks * 1e6
+        ratio = "" if floor is None else f"{med / floor:.2f}x"
+        self.rows.append([w.key, runner, f"{med:.3f}", f"{per_task:,.0f}", ratio,
+                          f"{max(mems):.0f}", f"{len(walls)}"])
+        print(f"  {w.key} {runner}: {med:.3f}s {ratio}", file=sys.stderr, flush=True)
+        return med
+
+    # ------------------------------------------------------------ workloads
+
+    def small(self, w: Workload, durability_modes: bool = False) -> None:
+        """W1-W4: floor, dagrun API (run phase) and dagrun CLI (whole process)."""
+        print(f"{w.key}: {w.title}", file=sys.stderr, flush=True)
+        res: dict[str, tuple[list[float], list[float]]] = {}
+
+        def add(name: str, wall: float, m: measure.Measured) -> None:
+            walls, mems = res.setdefault(name, ([], []))
+            walls.append(wall)
+            mems.append(m.tree_mb)
+
+        modes = ["atomic", "durable"] if durability_modes else []
+        for _ in range(self.runs):
+            wall, _, m = self.floor(w)
+            add("floor (ProcessPoolExecutor)", wall, m)
+            wall, m = self.api(w)
+            add("dagrun API, run phase", wall, m)
+            m = self.cli_run(w)
+            add("dagrun CLI, whole process", m.wall, m)
+            for mode in modes:
+                wall, m = self.api(w, mode)
+                add(f"dagrun API, --durability {mode}", wall, m)
+        floor = None
+        for name, (walls, mems) in res.items():
+            med = self.row(w, name, walls, mems, floor,
+                           ideal=w.ideal if w.ideal else None)
+            if floor is None:
+                floor = med
+        if w.ideal:
+            api = statistics.median(res["dagrun API, run phase"][0])
+            self.notes.append(f"{w.key}: ideal {w.ideal:.2f}s; dagrun API run phase is "
+                              f"{(api / w.ideal - 1) * 100:+.1f}% off ideal")
+
+    def scale(self, w: Workload) -> None:
+        print(f"W5: {w.title}", file=sys.stderr, flush=True)
+        walls, parses, mems = [], [], []
+        for _ in range(max(1, self.runs // 3)):
+            wall, parse, m = self.floor(w)
+            walls.append(wall)
+            parses.append(parse)
+            mems.append(m.tree_mb)
+        floor = statistics.median(walls)
+        parse = statistics.median(parses)
+        self.row(w, "floor run phase", walls, mems, None)
+        self.row(w, "tomllib parse alone", parses, [0.0], None)
+        v = self.cli("validate", str(w.path))
+        if v.code != 0:
+            raise SystemExit(f"bench: dagrun validate failed:\n{v.stderr.decode()}")
+        self.row(w, "dagrun validate (CLI)", [v.wall], [v.tree_mb], None)
+        m = self.cli_run(w)
+        self.row(w, "dagrun run (CLI)", [m.wall], [m.tree_mb], floor + parse)
+        self.notes.append(f"W5: floor run phase + parse = {floor + parse:.2f}s; dagrun run "
+                          f"(CLI) = {m.wall / (floor + parse):.2f}x that; peak RSS of the "
+                          f"dagrun process {m.root_mb:.0f} MB; validate {v.wall:.2f}s")
+        self.resume(w)
+
+    def resume(self, w: Workload) -> None:
+        """Kill a run at ~50% of its tasks completed, then time `dagrun resume` until
+        the first task is dispatched (its first `running` record)."""
+        probe = subprocess.run([PY, "-m", "dagrun", "resume", "--help"], env=self.env,
+                               capture_output=True)
+        if probe.returncode != 0:
+            self.notes.append("W5 resume: pending (`dagrun resume` is not on this branch yet)")
+            return
+        state = self.state()
+        run_id = "w5-killed"
+        journal = Path(state) / "runs" / run_id / "journal"
+        half = w.tasks // 2
+
+        def kill_at_half(proc: subprocess.Popen) -> None:
+            seen, offset = 0, 0
+            while proc.poll() is None and seen < half:
+                time.sleep(0.01)
+                try:
+                    with open(journal, "rb") as fh:
+                        fh.seek(offset)
+                        data = fh.read()
+                except FileNotFoundError:
+                    continue
+                cut = data.rfind(b"\n") + 1
+                offset += cut
+                seen += data[:cut].count(b'"state":"completed"')
+            os.kill(proc.pid, signal.SIGKILL)
+
+        self.cli("run", str(w.path), "--json", "--workers", str(WORKERS), "--state-dir", state,
+                 "--run-id", run_id, on_start=kill_at_half)
+        time.sleep(1.0)  # the sentinels kill the orphaned workers
+        start_size = journal.stat().st_size
+        first: list[float] = []
+
+        def watch(proc: subprocess.Popen) -> None:
+            t0 = time.perf_counter()
+            offset = start_size
+            while proc.poll() is None and not first:
+                with open(journal, "rb") as fh:
+                    fh.seek(offset)
+                    data = fh.read()
+                if b'"state":"running"' in data:
+                    first.append(time.perf_counter() - t0)
+                    return
+                offset += data.rfind(b"\n") + 1
+                time.sleep(0.005)
+
+        m = self.cli("resume", run_id, "--json", "--state-dir", state, on_start=watch)
+        if m.code != 0 or not first:
+            self.notes.append(f"W5 resume: failed (exit {m.code}): "
+                              f"{m.stderr.decode().strip()[-300:]}")
+            return
+        self.row(w, "dagrun resume: until dispatching", [first[0]], [m.tree_mb], None)
+        self.notes.append(f"W5 resume after SIGKILL at {half:,} completed: dispatching after "
+                          f"{first[0]:.2f}s, whole resume {m.wall:.2f}s, peak RSS "
+                          f"{m.root_mb:.0f} MB")
+
+    # ------------------------------------------------------------ output
+
+    def table(self) -> str:
+        head = ["workload", "runner", "median s", "µs/task", "vs floor", "tree MB", "runs"]
+        widths = [max(len(r[i]) for r in [head, *self.rows]) for i in range(len(head))]
+        lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |",
+                 "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+        for r in self.rows:
+            cells = [c.rjust(w) if i >= 2 else c.ljust(w)
+                     for i, (c, w) in enumerate(zip(r, widths, strict=True))]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}, {WORKERS} workers")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench")
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (< 2 minutes)")
+    ap.add_argument("--runs", type=int, default=3, help="runs per measurement (median)")
+    ap.add_argument("--only", default="W1,W2,W3,W4,W5", help="comma-separated workloads")
+    args = ap.parse_args()
+    only = {k.strip().upper() for k in args.only.split(",")}
+    t0 = time.perf_counter()
+    folder = Path(tempfile.mkdtemp(prefix="dagrun-bench-"))
+    try:
+        workloads = all_workloads(folder, args.quick)
+        b = Bench(folder, args.runs)
+        for key, w in workloads.items():
+            if key not in only:
+                continue
+            if key == "W5":
+                b.scale(w)
+            else:
+                b.small(w, durability_modes=key == "W1")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(f"\n{machine()}; medians of {args.runs} runs"
+          f"{' (quick sizes)' if args.quick else ''}\n")
+    print(b.table())
+    print()
+    print("µs/task: (median wall - ideal) / tasks; ideal is 0 except W4 (sleeps / workers).")
+    print("tree MB: peak PSS of the measured process tree (interpreter, workers, sentinels).")
+    for note in b.notes:
+        print(f"- {note}")
+    print(f"\nbench: {time.perf_counter() - t0:.0f}s in all")
+
+
+if __name__ == "__main__":
+    main()
