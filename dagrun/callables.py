@@ -34,7 +34,12 @@ def check_callables(spec: PipelineSpec) -> None:
     add_import_path(spec.base_dir)
     where = spec.source or "<pipeline>"
     cache: dict[str, Callable[..., Any]] = {}
+    checked: set[tuple[str, tuple[str, ...], tuple[str, ...]]] = set()
     for t in spec.tasks.values():
+        key = (t.call, tuple(t.kwargs), tuple(t.inputs))
+        if key in checked:  # same callable, same argument names: same verdict
+            continue
+        checked.add(key)
         fn = cache.get(t.call)
         if fn is None:
             try:
