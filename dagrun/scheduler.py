@@ -208,7 +208,9 @@ class Scheduler:
             free -= 1
         if not batch:
             return
-        self.journal.append(records)
+        # Written before the tasks start; in durable mode not synced on its own
+        # (see store/journal.py: a lost `running` record changes nothing).
+        self.journal.append(records, sync=False)
         for attempt in batch:
             self.executor.submit(attempt)
             self.running += 1
