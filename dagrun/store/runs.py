@@ -88,10 +88,11 @@ class RunInfo:
     run_id: str
     path: Path
     meta: dict[str, Any]
+    snapshot: PipelineSpec | None = None  # the spec, once built from meta["spec"]
 
     @property
     def spec(self) -> PipelineSpec:
-        return PipelineSpec.from_dict(self.meta["spec"])
+        return self.snapshot or PipelineSpec.from_dict(self.meta["spec"])
 
     @property
     def journal_path(self) -> Path:
@@ -137,11 +138,11 @@ class StateDir:
             meta = unframe(data.split(b"\n", 1)[0])
             if meta.get("v") != FORMAT_VERSION or meta.get("run_id") != run_id:
                 raise ValueError("wrong version or run id")
-            PipelineSpec.from_dict(meta["spec"])
+            snapshot = PipelineSpec.from_dict(meta["spec"])
         except (ValueError, KeyError, TypeError, AttributeError):
             raise UnknownRun(f"run {run_id!r}: its metadata {meta_path} is corrupt or "
                              "unreadable; the run cannot be resumed") from None
-        return RunInfo(run_id, path, meta)
+        return RunInfo(run_id, path, meta, snapshot)
 
     def list_run_ids(self) -> list[str]:
         try:
