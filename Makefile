@@ -26,7 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 bench-quick: $(STAMP)
-	$(BIN)/python -m bench --quick
+	$(BIN)/python -m bench --quick --runs 3
 
 clean:
 	rm -rf $(VENV) .dagrun build *.egg-info

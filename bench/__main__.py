@@ -230,7 +230,7 @@ def machine() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench")
     ap.add_argument("--quick", action="store_true", help="smaller sizes (< 2 minutes)")
-    ap.add_argument("--runs", type=int, default=3, help="runs per measurement (median)")
+    ap.add_argument("--runs", type=int, default=5, help="runs per measurement (median)")
     ap.add_argument("--only", default="W1,W2,W3,W4,W5", help="comma-separated workloads")
     args = ap.parse_args()
     only = {k.strip().upper() for k in args.only.split(",")}
