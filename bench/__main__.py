@@ -80,7 +80,8 @@ class Bench:
         base = ideal if ideal is not None else 0.0
         per_task = (med - base) / w.tasks * 1e6
         ratio = "" if floor is None else f"{med / floor:.2f}x"
-        self.rows.append([w.key, runner, f"{med:.3f}", f"{per_task:,.0f}", ratio,
+        extra = "" if floor is None else f"{(med - floor) / w.tasks * 1e6:+,.0f}"
+        self.rows.append([w.key, runner, f"{med:.3f}", f"{per_task:,.0f}", extra, ratio,
                           f"{max(mems):.0f}", f"{len(walls)}"])
         print(f"  {w.key} {runner}: {med:.3f}s {ratio}", file=sys.stderr, flush=True)
         return med
@@ -202,7 +203,8 @@ class Bench:
     # ------------------------------------------------------------ output
 
     def table(self) -> str:
-        head = ["workload", "runner", "median s", "µs/task", "vs floor", "tree MB", "runs"]
+        head = ["workload", "runner", "median s", "µs/task", "+µs/task", "vs floor", "tree MB",
+                "runs"]
         widths = [max(len(r[i]) for r in [head, *self.rows]) for i in range(len(head))]
         lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |",
                  "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
@@ -253,6 +255,7 @@ def main() -> None:
     print(b.table())
     print()
     print("µs/task: (median wall - ideal) / tasks; ideal is 0 except W4 (sleeps / workers).")
+    print("+µs/task: overhead per task over the floor (or, for W5 run, over floor + parse).")
     print("tree MB: peak PSS of the measured process tree (interpreter, workers, sentinels).")
     for note in b.notes:
         print(f"- {note}")
