@@ -136,10 +136,12 @@ class ProcessExecutor:
     def free_slots(self) -> int:
         return sum(1 for w in self._workers.values() if self._accepts(w))
 
-    @staticmethod
-    def _accepts(w: _Worker) -> bool:
+    def _accepts(self, w: _Worker) -> bool:
         if w.kill_reason or w.retiring:
             return False
+        limit = self.max_tasks_per_worker
+        if limit and w.done + len(w.inflight) >= limit:
+            return False  # never queue work on a worker past its quota: it retires
         if not w.inflight:
             return True
         # Queue behind a running task only when tasks are short, where the
@@ -166,7 +168,7 @@ class ProcessExecutor:
     def _pick(self) -> _Worker:
         queued = None
         for w in self._workers.values():
-            if not w.inflight and not (w.kill_reason or w.retiring):
+            if not w.inflight and self._accepts(w):
                 return w
             if queued is None and self._accepts(w):
                 queued = w
