@@ -266,3 +266,50 @@ def test_letters_dir_untouched_by_success(cli, write):
     assert r.code == 0
     assert not (Path(os.environ["DAGRUN_STATE_DIR"]) / "dlq").exists() or not any(
         (Path(os.environ["DAGRUN_STATE_DIR"]) / "dlq").iterdir())
+
+
+def test_memory_limit_breach_is_a_clear_failure(cli, write):
+    write("p.toml", """
+        [pipeline]
+        workers = 1
+        [tasks.leaky]
+        call = "misbehave:leak"
+        memory_limit = "128MB"
+        [tasks.modest]
+        call = "misbehave:allocate"
+        kwargs = { mb = 32 }
+        memory_limit = "128MB"
+        deps = ["leaky"]
+        [tasks.unlimited]
+        call = "misbehave:allocate"
+        kwargs = { mb = 200 }
+        priority = -1
+    """)
+    r = cli("run", "p.toml", "--json")
+    assert r.code == 1, r.stderr
+    t = r.json["tasks"]
+    assert t["leaky"]["state"] == "dead_lettered"
+    assert t["leaky"]["error"] == "MemoryLimitExceeded: exceeded memory_limit 128MB"
+    assert t["modest"]["state"] == "skipped"
+    # The limit was for that task only: the next task on the pool has none.
+    assert t["unlimited"]["output"] == 200
+
+
+def test_memory_limit_leaves_room_for_the_task(cli, write):
+    write("p.toml", """
+        [tasks.modest]
+        call = "misbehave:allocate"
+        kwargs = { mb = 32 }
+        memory_limit = "128MiB"
+        [tasks.leaky]
+        call = "misbehave:leak"
+        memory_limit = "128MiB"
+        retries = 1
+        retry_delay = 0.01
+        retry_on = ["MemoryError"]
+    """)
+    r = cli("run", "p.toml", "--json")
+    assert r.json["tasks"]["modest"]["output"] == 32
+    assert r.json["tasks"]["leaky"]["attempts"] == 2  # MemoryError in retry_on matches
+    assert r.json["tasks"]["leaky"]["error"] == (
+        "MemoryLimitExceeded: exceeded memory_limit 128MiB")

@@ -229,6 +229,8 @@ class ProcessExecutor:
         worker.done += 1
         worker.last_duration = msg.get("ended", 0.0) - msg.get("started", 0.0)
         worker.head_started = time.monotonic()
+        if msg.get("retire"):
+            worker.retiring = True  # it exits after this result (e.g. memory_limit breached)
         if (self.max_tasks_per_worker and worker.done >= self.max_tasks_per_worker
                 and not worker.retiring):
             worker.retiring = True  # finishes what it holds, then exits on EOF
@@ -285,7 +287,8 @@ class ProcessExecutor:
                                              started=now, ended=now))
                 continue
             first = False
-            if worker.kill_reason == "cancel":
+            clean_exit = worker.retiring and not worker.kill_reason and status == 0
+            if worker.kill_reason == "cancel" or clean_exit:
                 results.append(AttemptResult(attempt.task_id, attempt.number, cancelled=True,
                                              started=now, ended=now))
             else:
