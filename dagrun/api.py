@@ -103,7 +103,7 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
         token = CancelToken()
         if statuses is None:
             statuses = {tid: TaskStatus() for tid in spec.tasks}
-        hooks = fault_hooks(info, spec, statuses)
+        hooks = fault_hooks(info, spec, statuses, notify=(reporter or QuietReporter()).message)
         try:
             with _signals_to(token, executor):
                 executor.start()
@@ -121,17 +121,21 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
         lock.release()
 
 
-def fault_hooks(info: RunInfo, spec: PipelineSpec,
-                statuses: dict[str, TaskStatus]) -> Any:
+def fault_hooks(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus],
+                notify: Any = None) -> Any:
     """The dead-letter queue and circuit breakers, as scheduler hooks."""
+    from dagrun.breaker import BreakerGate, BreakerStore
     from dagrun.dlq import DeadLetterOffice, DeadLetterQueue
     from dagrun.scheduler import SchedulerHooks
 
-    office = DeadLetterOffice(DeadLetterQueue(info.path.parent.parent), info.run_id, spec,
-                              statuses)
+    state_root = info.path.parent.parent  # STATE_DIR/runs/RUN_ID -> STATE_DIR
+    office = DeadLetterOffice(DeadLetterQueue(state_root), info.run_id, spec, statuses)
     office.reconcile()
+    gate = None
+    if any(t.breaker for t in spec.tasks.values()):
+        gate = BreakerGate(spec, BreakerStore(state_root), notify=notify)
     return SchedulerHooks(on_dead_letter=office.on_dead_letter,
-                          on_completed=office.on_completed)
+                          on_completed=office.on_completed, gate=gate)
 
 
 @contextmanager

@@ -122,3 +122,22 @@ def _write(path, text):
     with open(tmp, "w") as fh:
         fh.write(text)
     os.replace(tmp, path)
+
+
+def service(counter, log, name, down_calls=2, seconds=0.05):
+    """A flaky 'service': its first `down_calls` calls (a shared counter file) fail."""
+    start = time.time()
+    time.sleep(seconds)  # long enough that the pool does not prefetch behind it
+    try:
+        with open(counter) as fh:
+            n = int(fh.read() or 0)
+    except FileNotFoundError:
+        n = 0
+    n += 1
+    _write(counter, str(n))
+    ok = n > down_calls
+    with open(log, "a") as fh:
+        fh.write(f"{name} {start} {time.time()} {'ok' if ok else 'fail'}\n")
+    if not ok:
+        raise ConnectionError(f"service down (call {n})")
+    return n
