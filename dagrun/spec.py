@@ -169,7 +169,7 @@ def _parse_toml(text: str, label: str) -> Any:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc)
-        if "overwrite a value" in msg:
+        if "twice" in msg or "overwrite a value" in msg:
             msg += " (a duplicate key or task id?)"
         raise SpecError(f"{label}: invalid TOML: {msg}") from None
 

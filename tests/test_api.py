@@ -1,0 +1,44 @@
+"""The library API: dagrun.run() returns what the CLI prints; Pipeline builder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import dagrun
+from dagrun.errors import SpecError
+
+
+def test_pipeline_builder_runs(tmp_path: Path):
+    p = dagrun.Pipeline("built", workers=2)
+    p.task("src", "basic:numbers", kwargs={"n": 3})
+    p.task("sum", "basic:total", inputs={"xs": "src"})
+    p.task("dbl", "basic:double", inputs={"xs": "src"}, priority=3)
+    result = p.run(state_dir=tmp_path / "st")
+    assert result.status == "succeeded" and result.exit_code == 0
+    assert result.tasks["sum"].output == 6
+    assert result.to_dict()["tasks"]["dbl"] == {"state": "completed", "attempts": 1,
+                                                "output": [2, 4, 6], "error": None}
+
+
+def test_builder_accepts_functions(tmp_path: Path):
+    import basic
+
+    p = dagrun.Pipeline("fn")
+    p.task("a", basic.add, kwargs={"x": 1, "y": 2})
+    assert dagrun.run(p, state_dir=tmp_path / "st").tasks["a"].output == 3
+
+
+def test_builder_errors_are_spec_errors():
+    p = dagrun.Pipeline("bad")
+    p.task("a", "basic:const", deps=["missing"])
+    with pytest.raises(SpecError, match="dependency 'missing' is not a task"):
+        dagrun.validate(p)
+
+
+def test_run_from_path_matches_cli(cli, tmp_path: Path):
+    spec = Path(__file__).resolve().parent.parent / "pipelines" / "wordcount.yaml"
+    api_result = dagrun.run(spec, state_dir=tmp_path / "st").to_dict()
+    cli_result = cli("run", str(spec), "--json").json
+    assert api_result["tasks"] == cli_result["tasks"]
