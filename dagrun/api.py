@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,6 +57,9 @@ def resolve_durability(value: str | None, spec: PipelineSpec) -> str:
     return mode
 
 
+IF_RUNNING = ("skip", "wait", "fail")
+
+
 def run(
     spec: Any,
     *,
@@ -65,26 +68,151 @@ def run(
     workers: int | None = None,
     durability: str | None = None,
     deadline: float | None = None,
+    if_running: str | None = None,
+    wait_timeout: float | None = None,
     reporter: Reporter | None = None,
 ) -> RunResult:
-    """Validate `spec`, create a new run under `state_dir` and execute it."""
-    from dagrun.store.runs import StateDir, check_run_id, new_run_id
+    """Validate `spec`, create a new run under `state_dir` and execute it.
+
+    `if_running` (skip|wait|fail): what to do when another run of the same
+    pipeline is live — skip raises PipelineBusy (exit 0, nothing started),
+    fail raises RunLocked (exit 3), wait waits up to `wait_timeout` seconds
+    (None: as long as it takes), then raises RunLocked. Without it, runs of
+    one pipeline may overlap.
+    """
+    from dagrun.errors import PipelineBusy, RunLocked
+    from dagrun.store.runs import PipelineLock, StateDir, check_run_id, new_run_id
 
     pipeline = validate(spec)
     if workers is not None and workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
+    if if_running is not None and if_running not in IF_RUNNING:
+        raise UsageError(f"--if-running must be one of {', '.join(IF_RUNNING)}, "
+                         f"got {if_running!r}")
     mode = resolve_durability(durability, pipeline)
     rid = check_run_id(run_id) if run_id is not None else new_run_id()
     settings = {"workers": workers or pipeline.workers or os.cpu_count() or 1,
                 "durability": mode,
                 "deadline": deadline if deadline is not None else pipeline.deadline}
-    info = StateDir(state_dir).create_run(rid, pipeline, settings)
-    return drive(info, pipeline, None, settings, reporter=reporter)
+    state = StateDir(state_dir)
+    plock = PipelineLock(state, pipeline.name)
+    try:
+        if if_running is None:
+            plock.hold_shared(rid)
+        elif not plock.claim(rid, wait_timeout if if_running == "wait" else 0):
+            who = plock.owner()
+            if if_running == "skip":
+                raise PipelineBusy(f"a previous run of pipeline {pipeline.name!r} is still "
+                                   f"going{who}; skipping (nothing started)")
+            waited = f" after waiting {wait_timeout:g}s" if if_running == "wait" else ""
+            raise RunLocked(f"pipeline {pipeline.name!r} has a live run{who}{waited} "
+                            "(--if-running " + if_running + ")")
+        info = state.create_run(rid, pipeline, settings)
+        return drive(info, pipeline, None, settings, reporter=reporter)
+    finally:
+        plock.release()
+
+
+def resume(
+    run_id: str,
+    *,
+    state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
+    spec_path: str | os.PathLike[str] | None = None,
+    retry_failed: bool = False,
+    retry_tasks: Iterable[str] | None = None,
+    durability: str | None = None,
+    deadline: float | None = None,
+    reporter: Reporter | None = None,
+) -> RunResult:
+    """Repair the run's persisted state and continue it (see store/repair.py).
+
+    `retry_tasks` gives those dead-lettered tasks a fresh retry budget (their
+    skipped dependents run again too); `retry_failed` does so for every
+    dead-lettered task. `spec_path`: resume with an edited spec — tasks whose
+    definition changed re-run with their descendants. On a run that already
+    succeeded, returns its stored result and runs nothing.
+    """
+    from dagrun.report import QuietReporter
+    from dagrun.store.journal import read_journal
+    from dagrun.store.records import FORMAT_VERSION, frame
+    from dagrun.store.repair import fold, repair
+    from dagrun.store.runs import Lock, PipelineLock, StateDir, write_atomic
+
+    reporter = reporter or QuietReporter()
+    state = StateDir(state_dir)
+    info = state.open_run(run_id)  # checks the id; exit 2 naming run.json if unreadable
+    lock = Lock(info.path / "lock", f"run {run_id}")
+    lock.acquire()
+    plock: PipelineLock | None = None
+    try:
+        spec = info.spec
+        changed: set[str] = set()
+        if spec_path is not None:
+            new = validate(spec_path)
+            changed = {tid for tid, t in new.tasks.items()
+                       if tid not in spec.tasks or spec.tasks[tid].definition() != t.definition()}
+            spec = new
+        mode = resolve_durability(durability or info.meta["settings"].get("durability"), spec)
+        contents = read_journal(info.journal_path)
+        for number in contents.bad_lines:
+            reporter.message(f"warning: {info.journal_path} line {number} is corrupt "
+                             "(checksum mismatch); ignored — its task re-runs if that was "
+                             "its last record")
+        if contents.torn_tail:
+            reporter.message(f"ignored the torn last line of {info.journal_path} "
+                             "(cut short when dagrun stopped)")
+        folded = fold(contents.records, spec.tasks)
+        if folded.malformed:
+            reporter.message(f"warning: {info.journal_path}: ignored {folded.malformed} "
+                             "records of an unknown format")
+        retry = set(retry_tasks or ())
+        unknown = sorted(retry - set(spec.tasks))
+        if unknown:
+            raise UsageError(f"run {run_id!r} has no task {unknown[0]!r}")
+        if retry_failed:
+            retry |= {tid for tid, rec in folded.last.items() if rec["state"] == "dead_lettered"}
+        for tid in sorted(retry):
+            rec = folded.last.get(tid)
+            if rec is None or rec["state"] != "dead_lettered":
+                state_now = rec["state"] if rec else "pending"
+                reporter.message(f"task {tid} is {state_now}, not dead-lettered: "
+                                 "nothing to retry")
+        repaired = repair(spec, folded, retry=retry, changed=changed)
+        if not repaired.changed and repaired.previously == "succeeded" and all(
+                st.state.value == "completed" for st in repaired.statuses.values()):
+            from dagrun.scheduler import stored_result
+
+            result = stored_result(run_id, repaired.statuses)
+            reporter.message(f"run {run_id} already succeeded; nothing to run")
+            reporter.start(run_id, spec, repaired.statuses)
+            reporter.finish(result)
+            return result
+        for line in repaired.lines:
+            reporter.message(line)
+        settings = dict(info.meta["settings"])
+        settings["durability"] = mode
+        if deadline is not None:
+            settings["deadline"] = deadline
+        elif spec_path is not None:
+            settings["deadline"] = spec.deadline
+        if spec_path is not None:
+            meta = {**info.meta, "v": FORMAT_VERSION, "pipeline": spec.name,
+                    "settings": settings, "spec": spec.to_dict()}
+            write_atomic(info.path / "run.json", frame(meta))
+        plock = PipelineLock(state, spec.name)
+        plock.hold_shared(run_id)
+        return drive(info, spec, repaired.statuses, settings, reporter=reporter, lock=lock)
+    finally:
+        if plock is not None:
+            plock.release()
+        lock.release()
 
 
 def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | None,
-          settings: dict[str, Any], *, reporter: Reporter | None = None) -> RunResult:
-    """Lock the run and execute the scheduler loop on it: shared by run and resume."""
+          settings: dict[str, Any], *, reporter: Reporter | None = None,
+          lock: Any = None) -> RunResult:
+    """Lock the run (unless `lock`, already held, is given) and execute the
+    scheduler loop on it: shared by run and resume."""
     from dagrun.callables import add_import_path
     from dagrun.executor.base import backend_class
     from dagrun.report import QuietReporter
@@ -93,8 +221,10 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
     from dagrun.store.runs import Lock
 
     add_import_path(spec.base_dir)
-    lock = Lock(info.path / "lock", f"run {info.run_id}")
-    lock.acquire()
+    own_lock = lock is None
+    if own_lock:
+        lock = Lock(info.path / "lock", f"run {info.run_id}")
+        lock.acquire()
     try:
         journal = Journal(info.journal_path, settings["durability"])
         executor = backend_class("local")(
@@ -118,7 +248,8 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
         finally:
             journal.close()
     finally:
-        lock.release()
+        if own_lock:
+            lock.release()
 
 
 def fault_hooks(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus],

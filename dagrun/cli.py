@@ -61,6 +61,17 @@ def cli() -> None:
     """dagrun: run pipelines of dependent Python tasks, fast and crash-proof."""
 
 
+def durability_option(f: F) -> F:
+    return click.option("--durability", type=click.Choice(["fast", "atomic", "durable"]),
+                        help="How hard each record is pushed to disk (default: the spec's, "
+                        "else fast; see README, Crash safety).")(f)
+
+
+def deadline_option(f: F) -> F:
+    return click.option("--deadline", help="Cancel the run when it has run this long "
+                        "(e.g. 2h); it stays resumable.")(f)
+
+
 @cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @state_dir_option
@@ -68,18 +79,62 @@ def cli() -> None:
 @click.option("--run-id", help="Id of the new run (default: a fresh, time-sortable id).")
 @click.option("--workers", type=click.IntRange(min=1), help="Worker processes "
               "(default: the spec's, else the CPU count).")
-@click.option("--durability", type=click.Choice(["fast", "atomic", "durable"]),
-              help="How hard each record is pushed to disk (default: the spec's, else fast).")
-@click.option("--deadline", help="Cancel the run when it has run this long (e.g. 2h).")
+@durability_option
+@deadline_option
+@click.option("--if-running", type=click.Choice(["skip", "wait", "fail"]),
+              help="When another run of this pipeline is live: skip (exit 0, start "
+              "nothing), wait (see --wait-timeout) or fail (exit 3). Default: run anyway.")
+@click.option("--wait-timeout", help="With --if-running wait: give up (exit 3) after this "
+              "long (e.g. 30m). Default: wait as long as it takes.")
 def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers: int | None,
-        durability: str | None, deadline: str | None) -> int:
+        durability: str | None, deadline: str | None, if_running: str | None,
+        wait_timeout: str | None) -> int:
     """Validate SPEC, then execute a new run of it."""
+    from dagrun import api
+    from dagrun.errors import PipelineBusy
+    from dagrun.report import choose_reporter
+
+    if wait_timeout is not None and if_running != "wait":
+        raise click.UsageError("--wait-timeout needs --if-running wait")
+    try:
+        result = api.run(spec, state_dir=state_dir, run_id=run_id, workers=workers,
+                         durability=durability, deadline=duration(deadline, "--deadline"),
+                         if_running=if_running,
+                         wait_timeout=duration(wait_timeout, "--wait-timeout"),
+                         reporter=choose_reporter(json_mode))
+    except PipelineBusy as exc:
+        click.echo(f"dagrun: {exc}", err=True)
+        if json_mode:
+            import orjson
+
+            click.echo(orjson.dumps({"run_id": None, "status": "skipped", "reason": str(exc),
+                                     "tasks": {}}).decode())
+        return 0
+    return emit_result(result, json_mode)
+
+
+@cli.command()
+@click.argument("run_id")
+@state_dir_option
+@json_option
+@durability_option
+@deadline_option
+@click.option("--retry-failed", is_flag=True, help="Give every dead-lettered task a fresh "
+              "retry budget (and run the tasks skipped because of it).")
+@click.option("--spec", "spec_path", type=click.Path(dir_okay=False), help="Resume with this "
+              "edited spec: tasks whose call, kwargs, inputs or deps changed re-run, with "
+              "their descendants.")
+def resume(run_id: str, state_dir: str, json_mode: bool, durability: str | None,
+           deadline: str | None, retry_failed: bool, spec_path: str | None) -> int:
+    """Repair RUN_ID's persisted state and continue it; on a finished run,
+    print its result and run nothing."""
     from dagrun import api
     from dagrun.report import choose_reporter
 
-    result = api.run(spec, state_dir=state_dir, run_id=run_id, workers=workers,
-                     durability=durability, deadline=duration(deadline, "--deadline"),
-                     reporter=choose_reporter(json_mode))
+    result = api.resume(run_id, state_dir=state_dir, spec_path=spec_path,
+                        retry_failed=retry_failed, durability=durability,
+                        deadline=duration(deadline, "--deadline"),
+                        reporter=choose_reporter(json_mode))
     return emit_result(result, json_mode)
 
 

@@ -35,6 +35,12 @@ class RunLocked(DagrunError):
     exit_code = EXIT_LOCKED
 
 
+class PipelineBusy(DagrunError):
+    """`run --if-running skip`: another run of the pipeline is live; nothing started."""
+
+    exit_code = EXIT_OK
+
+
 class StateIOError(DagrunError):
     """The state directory could not be written or read."""
 

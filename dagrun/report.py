@@ -44,7 +44,9 @@ class QuietReporter:
         pass
 
     def finish(self, result: RunResult) -> None:
-        pass
+        if result.status == "cancelled":
+            print(f"dagrun: run {result.run_id} cancelled; run `dagrun resume "
+                  f"{result.run_id}` to continue", file=self.stream, flush=True)
 
 
 class PlainReporter(QuietReporter):

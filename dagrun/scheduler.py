@@ -292,6 +292,10 @@ class Scheduler:
             if self.hooks.on_completed:
                 self.hooks.on_completed(tid, self.status[tid])
             for child in self.dependents[tid]:
+                if child not in self.waiting:
+                    # Already final: a completed task re-run on resume (its own
+                    # record was lost) leaves its completed dependents alone.
+                    continue
                 n = self.waiting[child] - 1
                 self.waiting[child] = n
                 if n == 0 and self.status[child].state == TaskState.PENDING:
@@ -383,6 +387,15 @@ class Scheduler:
         else:
             status = RunStatus.SUCCEEDED
         return RunResult(self.run_id, status.value, tasks)
+
+
+def stored_result(run_id: str, statuses: Mapping[str, TaskStatus]) -> RunResult:
+    """The result of a finished run as its records left it (resume of a
+    succeeded run)."""
+    tasks = {tid: TaskResult(state=st.state.value, attempts=st.attempts,
+                             output=st.output if st.state == TaskState.COMPLETED else None,
+                             error=error_text(st)) for tid, st in statuses.items()}
+    return RunResult(run_id, RunStatus.SUCCEEDED.value, tasks)
 
 
 def error_text(st: TaskStatus) -> str | None:

@@ -104,6 +104,7 @@ def _last_byte(path: Path) -> bytes:
 class JournalContents:
     records: list[dict[str, Any]] = field(default_factory=list)
     bad_lines: list[int] = field(default_factory=list)  # 1-based line numbers rejected
+    torn_tail: bool = False  # the last line has no newline: cut short by a crash
 
 
 def read_journal(path: Path) -> JournalContents:
@@ -120,7 +121,7 @@ def read_journal(path: Path) -> JournalContents:
         if not line:
             continue
         if number == len(lines):  # no newline after it: torn by a crash mid-write
-            out.bad_lines.append(number)
+            out.torn_tail = True
             continue
         try:
             record = unframe(line)

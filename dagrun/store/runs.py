@@ -12,6 +12,8 @@ Run ids are validated before any path is built from them.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import re
 import secrets
@@ -43,8 +45,12 @@ def new_run_id() -> str:
 
 
 def make_private_dir(path: Path) -> None:
+    """Create `path` and any missing parents 0700 (mkdir(parents=True) would
+    give the parents the umask's mode)."""
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.parent.exists():
+            make_private_dir(path.parent)
+        path.mkdir(mode=0o700, exist_ok=True)
     except OSError as exc:
         raise StateIOError(f"cannot create {path}: {describe_os_error(exc)}") from None
 
@@ -189,3 +195,85 @@ class Lock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+class PipelineLock:
+    """STATE/locks/NAME.lock: who runs this pipeline right now (`--if-running`).
+
+    Every live run (and resume) of the pipeline holds it *shared* for its whole
+    life, so runs started without --if-running may overlap but are still seen
+    as live. `run --if-running` first needs it *exclusive* for an instant (no
+    live run at all), then downgrades to shared. flock locks are released by
+    the kernel when their holder dies, so a killed run never blocks the next.
+    """
+
+    def __init__(self, state: StateDir, pipeline: str) -> None:
+        self.dir = state.root / "locks"
+        # Pipeline names match the task-id pattern: a safe file name.
+        self.path = self.dir / f"{pipeline}.lock"
+        self.pipeline = pipeline
+        self._fd = -1
+
+    def _open(self) -> None:
+        if self._fd >= 0:
+            return
+        make_private_dir(self.dir)
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StateIOError(f"cannot open {self.path}: {describe_os_error(exc)}") from None
+
+    def _try(self, how: int) -> bool:
+        try:
+            fcntl.flock(self._fd, how | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return False
+            raise StateIOError(f"cannot lock {self.path}: {describe_os_error(exc)}") from None
+
+    def hold_shared(self, run_id: str, wait: float = 10.0) -> None:
+        """Mark one more live run. An exclusive holder only holds it for an
+        instant (while checking), so this waits a little, then goes on without."""
+        self._open()
+        end = time.monotonic() + wait
+        while not self._try(fcntl.LOCK_SH):
+            if time.monotonic() >= end:
+                return
+            time.sleep(0.01)
+        self._write_owner(run_id)
+
+    def claim(self, run_id: str, wait: float | None) -> bool:
+        """Become the only live run (then hold shared): False if another is live
+        after `wait` seconds (0: don't wait; None: wait as long as it takes)."""
+        self._open()
+        end = None if wait is None else time.monotonic() + wait
+        delay = 0.01
+        while not self._try(fcntl.LOCK_EX):
+            if end is not None and time.monotonic() >= end:
+                return False
+            time.sleep(delay if end is None else max(0.0, min(delay, end - time.monotonic())))
+            delay = min(delay * 2, 0.25)
+        fcntl.flock(self._fd, fcntl.LOCK_SH)  # downgrade: later plain runs may join
+        self._write_owner(run_id)
+        return True
+
+    def owner(self) -> str:
+        """" (pid N, run R)" of the last run that took the lock, if known."""
+        try:
+            pid, run_id = self.path.with_suffix(".owner").read_text().split()[:2]
+            return f" (pid {int(pid)}, run {run_id})"
+        except (OSError, ValueError):
+            return ""
+
+    def _write_owner(self, run_id: str) -> None:
+        try:
+            write_atomic(self.path.with_suffix(".owner"), f"{os.getpid()} {run_id}\n".encode(),
+                         durable=False)
+        except StateIOError:
+            pass  # a courtesy for the error message only
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the last fd drops the flock
+            self._fd = -1

@@ -1,0 +1,231 @@
+"""`dagrun resume` through the real CLI: repair, continue, retry, edited spec."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import orjson
+from tasks.sidefx import runs_of
+
+CHAIN = """
+[pipeline]
+name = "chain"
+workers = 2
+[tasks.a]
+call = "sidefx:step"
+kwargs = {{ log = "{log}", name = "a", k = 1 }}
+[tasks.b]
+call = "sidefx:step"
+deps = ["a"]
+inputs = {{ x = "a" }}
+kwargs = {{ log = "{log}", name = "b", k = 10, sleep = {sleep} }}
+[tasks.c]
+call = "sidefx:step"
+deps = ["b"]
+inputs = {{ x = "b" }}
+kwargs = {{ log = "{log}", name = "c", k = 100 }}
+"""
+
+
+def start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dagrun", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+
+
+def wait_for(predicate, timeout: float = 20.0) -> None:
+    # Generous: CI machines are shared and slow to fork workers.
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "timed out waiting"
+        time.sleep(0.02)
+
+
+def test_sigterm_then_resume_finishes_without_rerunning_completed(cli, write, tmp_path):
+    log = tmp_path / "log"
+    spec = write("chain.toml", CHAIN.format(log=log, sleep=30))
+    proc = start("run", str(spec), "--run-id", "r1", "--json")
+    wait_for(lambda: "b" in runs_of(log))
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    result = orjson.loads(out)
+    assert result["status"] == "cancelled"
+    assert result["tasks"]["a"]["state"] == "completed"
+    assert result["tasks"]["b"]["state"] == "cancelled"
+    assert result["tasks"]["b"]["attempts"] == 0  # cut short: does not count
+    assert "dagrun resume r1" in err.decode()
+
+    spec.write_text(CHAIN.format(log=log, sleep=0))
+    r = cli("resume", "r1", "--json", "--deadline", "1s")
+    # The stored spec still sleeps 30 s in b: the snapshot wins, so the deadline hits.
+    assert r.code == 130, r.stderr
+    assert "repaired b: cancelled -> pending" in r.stderr
+    r = cli("resume", "r1", "--json", "--spec", str(spec))
+    assert r.code == 0, r.stderr
+    assert {t: v["output"] for t, v in r.json["tasks"].items()} == {"a": 1, "b": 11, "c": 111}
+    assert runs_of(log)["a"] == 1  # completed before the signal: never again
+
+
+def test_resume_of_a_succeeded_run_prints_the_stored_result(cli, write, tmp_path):
+    log = tmp_path / "log"
+    spec = write("chain.toml", CHAIN.format(log=log, sleep=0))
+    first = cli("run", str(spec), "--run-id", "ok", "--json")
+    assert first.code == 0
+    again = cli("resume", "ok", "--json")
+    assert again.code == 0, again.stderr
+    assert again.json == first.json
+    assert "already succeeded" in again.stderr
+    assert runs_of(log) == {"a": 1, "b": 1, "c": 1}
+
+
+def test_retry_failed_gives_dead_letters_a_fresh_budget(cli, write, tmp_path):
+    log, flag = tmp_path / "log", tmp_path / "flag"
+    flag.touch()
+    spec = write("f.toml", f"""
+        [tasks.a]
+        call = "sidefx:fail_if"
+        kwargs = {{ log = "{log}", name = "a", flag = "{flag}", k = 2 }}
+        retries = 1
+        [tasks.b]
+        call = "sidefx:step"
+        deps = ["a"]
+        inputs = {{ x = "a" }}
+        kwargs = {{ log = "{log}", name = "b", k = 1 }}
+        [tasks.other]
+        call = "sidefx:step"
+        kwargs = {{ log = "{log}", name = "other" }}
+    """)
+    r = cli("run", str(spec), "--run-id", "f", "--json")
+    assert r.code == 1
+    assert r.json["tasks"]["a"]["state"] == "dead_lettered"
+    assert r.json["tasks"]["b"]["state"] == "skipped"
+    flag.unlink()
+    plain = cli("resume", "f", "--json")  # dead letters stay without --retry-failed
+    assert plain.code == 1 and plain.json["tasks"]["a"]["state"] == "dead_lettered"
+    r = cli("resume", "f", "--json", "--retry-failed")
+    assert r.code == 0, r.stderr
+    assert r.json["tasks"]["a"] == {"state": "completed", "attempts": 1, "output": 2,
+                                    "error": None}
+    assert r.json["tasks"]["b"]["output"] == 3
+    assert "repaired a: dead_lettered -> pending" in r.stderr
+    assert "repaired b: skipped -> pending" in r.stderr
+    assert runs_of(log) == {"a": 3, "b": 1, "other": 1}
+
+
+def test_resume_with_edited_spec_reruns_changed_tasks_and_descendants(cli, write, tmp_path):
+    log = tmp_path / "log"
+    text = CHAIN.format(log=log, sleep=0) + f"""
+[tasks.side]
+call = "sidefx:step"
+kwargs = {{ log = "{log}", name = "side", k = 5 }}
+"""
+    spec = write("chain.toml", text)
+    assert cli("run", str(spec), "--run-id", "e", "--json").code == 0
+    spec.write_text(text.replace('name = "b", k = 10', 'name = "b", k = 20'))
+    r = cli("resume", "e", "--json", "--spec", str(spec))
+    assert r.code == 0, r.stderr
+    assert r.json["tasks"]["b"]["output"] == 21 and r.json["tasks"]["c"]["output"] == 121
+    assert runs_of(log) == {"a": 1, "b": 2, "c": 2, "side": 1}
+    # The new snapshot is stored: a later resume has nothing left to do.
+    again = cli("resume", "e", "--json")
+    assert again.code == 0 and again.json["tasks"]["c"]["output"] == 121
+    assert runs_of(log)["c"] == 2
+
+
+def test_unreadable_run_metadata_is_refused_naming_the_file(cli, write, tmp_path):
+    spec = write("chain.toml", CHAIN.format(log=tmp_path / "log", sleep=0))
+    assert cli("run", str(spec), "--run-id", "m").code == 0
+    meta = tmp_path / "state" / "runs" / "m" / "run.json"
+    data = bytearray(meta.read_bytes())
+    data[100] ^= 0x01
+    meta.write_bytes(bytes(data))
+    r = cli("resume", "m", "--json")
+    assert r.code == 2
+    assert str(meta) in r.stderr and "Traceback" not in r.stderr
+    assert r.stdout == ""
+
+
+def test_run_ids_are_never_used_as_paths_unchecked(cli, tmp_path):
+    for bad in ("../../etc", "..", "a/b", "/etc/passwd", ".hidden", "x" * 200):
+        r = cli("resume", bad, "--json")
+        assert r.code == 2, bad
+        assert "invalid run id" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "state").exists()  # nothing was created anywhere
+
+
+def test_unknown_run_exits_2(cli):
+    r = cli("resume", "nosuchrun")
+    assert r.code == 2 and "no run 'nosuchrun'" in r.stderr
+
+
+def test_state_is_private(cli, write, tmp_path):
+    spec = write("chain.toml", CHAIN.format(log=tmp_path / "log", sleep=0))
+    assert cli("run", str(spec), "--run-id", "p").code == 0
+    state = tmp_path / "state"
+    for path in [state, *state.rglob("*")]:
+        mode = path.stat().st_mode & 0o777
+        if path.is_dir():
+            assert mode == 0o700, path
+        else:
+            assert mode == 0o600, path
+
+
+def test_second_process_on_the_same_run_exits_3_naming_the_pid(cli, write, tmp_path):
+    log = tmp_path / "log"
+    spec = write("chain.toml", CHAIN.format(log=log, sleep=30))
+    proc = start("run", str(spec), "--run-id", "busy")
+    try:
+        wait_for(lambda: "b" in runs_of(log))
+        t0 = time.monotonic()
+        r = cli("resume", "busy", "--json")
+        assert r.code == 3, r.stderr
+        assert f"pid {proc.pid}" in r.stderr and r.stdout == ""
+        assert time.monotonic() - t0 < 10  # at once: no waiting for the lock
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    # The lock dies with its holder: resume works now, even after SIGKILL.
+    proc = start("resume", "busy")
+    wait_for(lambda: runs_of(log).get("b", 0) >= 2)
+    proc.kill()
+    proc.communicate(timeout=30)
+    spec.write_text(CHAIN.format(log=log, sleep=0))
+    r = cli("resume", "busy", "--json", "--spec", str(spec))
+    assert r.code == 0, r.stderr
+
+
+def test_if_running_skip_fail_wait(cli, write, tmp_path):
+    log = tmp_path / "log"
+    slow = write("chain.toml", CHAIN.format(log=log, sleep=3))
+    proc = start("run", str(slow), "--run-id", "first")
+    try:
+        wait_for(lambda: "b" in runs_of(log))
+        skip = cli("run", str(slow), "--if-running", "skip", "--json")
+        assert skip.code == 0, skip.stderr
+        assert "still going" in skip.stderr and f"pid {proc.pid}" in skip.stderr
+        assert skip.json["status"] == "skipped"
+        fail = cli("run", str(slow), "--if-running", "fail")
+        assert fail.code == 3 and "chain" in fail.stderr
+        short = cli("run", str(slow), "--if-running", "wait", "--wait-timeout", "0.5s")
+        assert short.code == 3 and "after waiting" in short.stderr
+        # Generous: waits for the first run's remaining ~3 s, then runs its own.
+        waited = cli("run", str(slow), "--if-running", "wait", "--json", timeout=60)
+        assert waited.code == 0, waited.stderr
+        assert proc.poll() is not None  # it only started once the first had finished
+    finally:
+        proc.communicate(timeout=30)
+    runs = sorted(p.name for p in (tmp_path / "state" / "runs").iterdir())
+    assert len(runs) == 2  # skip and fail started nothing
+
+
+def test_bad_durability_and_deadline_values_exit_2(cli, write, tmp_path):
+    spec = write("chain.toml", CHAIN.format(log=tmp_path / "log", sleep=0))
+    assert cli("run", str(spec), "--durability", "sometimes").code == 2
+    assert cli("run", str(spec), "--deadline", "soon").code == 2
+    assert cli("run", str(spec), "--wait-timeout", "1s").code == 2
+
+
