@@ -341,9 +341,9 @@ def dlq_retry(run_id: str, tasks: list[str] | tuple[str, ...] = (), *,
     run with a letter) a fresh retry budget, with their skipped dependents. A task
     that completes loses its letter (the on_completed hook)."""
     from dagrun.dlq import DeadLetterQueue
-    from dagrun.store.runs import check_run_id
+    from dagrun.store.runs import StateDir
 
-    check_run_id(run_id)
+    StateDir(state_dir).open_run(run_id)  # an unknown run: the same error as resume
     queue = DeadLetterQueue(state_dir)
     lettered = queue.tasks(run_id)
     if tasks:
@@ -354,8 +354,5 @@ def dlq_retry(run_id: str, tasks: list[str] | tuple[str, ...] = (), *,
         chosen = lettered
     else:
         raise UsageError(f"run {run_id!r} has no dead letters (see `dagrun dlq list`)")
-    resume_fn = globals().get("resume")  # TODO(issue4): call resume() directly once merged
-    if resume_fn is None:
-        raise UsageError("dlq retry needs `dagrun resume`, which is not built yet")
-    return resume_fn(run_id, state_dir=state_dir, retry_tasks=chosen, durability=durability,
-                     deadline=deadline, reporter=reporter)
+    return resume(run_id, state_dir=state_dir, retry_tasks=chosen, durability=durability,
+                  deadline=deadline, reporter=reporter)

@@ -108,6 +108,13 @@ def test_show_and_list_errors_are_one_line(cli, write, tmp_path):
     r = cli("dlq", "list", "--json")
     assert r.code == 0 and r.json == []
     r = cli("dlq", "retry", "nope", "--json")
+    assert r.code == 2 and r.stdout == "" and "no run 'nope'" in r.stderr
+    write("ok.toml", """
+        [tasks.a]
+        call = "basic:const"
+    """)
+    assert cli("run", "ok.toml", "--run-id", "fine").code == 0
+    r = cli("dlq", "retry", "fine", "--json")
     assert r.code == 2 and r.stdout == "" and "has no dead letters" in r.stderr
 
 
@@ -162,3 +169,53 @@ def test_letter_written_on_resume_if_dagrun_died_before_writing_it(cli, write, t
     api.fault_hooks(info, info.spec, statuses)
     assert orjson.loads(orjson.dumps(
         cli("dlq", "show", "r1", "crash", "--json").json))["task"] == "crash"
+
+
+def test_retry_gives_a_fresh_budget_and_removes_letters_on_success(cli, write, tmp_path):
+    r, flag = failing_run(cli, write, tmp_path)
+    flag.unlink()  # the 'service' is back
+    # Only 'bad' is retried: 'crash' keeps its letter; 'down' (skipped) runs again.
+    retried = cli("dlq", "retry", "r1", "bad", "--json")
+    assert retried.code == 1, retried.stderr  # 'crash' is still dead-lettered
+    t = retried.json["tasks"]
+    assert t["bad"]["state"] == "completed"
+    assert t["bad"]["attempts"] == 1  # a fresh budget: counted from zero
+    assert t["down"] == {"state": "completed", "attempts": 1, "output": 6, "error": None}
+    assert t["crash"]["state"] == "dead_lettered"
+    assert [x["task"] for x in cli("dlq", "list", "--json").json] == ["crash"]
+
+
+def test_retry_of_every_letter_and_exit_codes(cli, write, tmp_path):
+    failing_run(cli, write, tmp_path)
+    r = cli("dlq", "retry", "r1", "up")
+    assert r.code == 2 and "no dead letter for task 'up'" in r.stderr
+    r = cli("dlq", "retry", "nope")
+    assert r.code == 2 and "no run 'nope'" in r.stderr
+    # All letters (the default): both fail again -> exit 1, letters kept and updated.
+    r = cli("dlq", "retry", "r1", "--json")
+    assert r.code == 1
+    assert r.json["tasks"]["bad"]["state"] == "dead_lettered"
+    letter = cli("dlq", "show", "r1", "bad", "--json").json
+    assert len(letter["attempts"]) == 4  # 2 from the run, 2 from the retry
+
+
+def test_retry_is_locked_like_resume(cli, write, tmp_path):
+    import subprocess
+    import sys
+
+    failing_run(cli, write, tmp_path)
+    lock_path = Path(os.environ["DAGRUN_STATE_DIR"]) / "runs" / "r1" / "lock"
+    # A real second process holds the run's lock, as a live dagrun would.
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time; from filelock import FileLock; "
+                               f"l = FileLock({str(lock_path)!r}); l.acquire(); "
+                               "print('locked', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"locked"
+        r = cli("dlq", "retry", "r1", "--json")
+        assert r.code == 3 and r.stdout == ""
+        assert "locked" in r.stderr
+    finally:
+        holder.kill()
+        holder.wait()
