@@ -71,6 +71,11 @@ class ProcessExecutor:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
+        # Imported here, once, so that every fork (replacements included) inherits
+        # them instead of importing them anew: ~40 ms saved per fresh worker.
+        import dagrun.callables  # noqa: F401
+        import dagrun.executor.worker  # noqa: F401
+
         self._lifeline_r, self._lifeline_w = os.pipe()
         for _ in range(self.size):
             self._spawn()
