@@ -157,10 +157,9 @@ class BreakerGate:
         self._dirty = False
         self._wake: float | None = None
         now = clock()
-        for b in self.breakers.values():
-            if b.current(now) != CLOSED:
-                self.notify(f"circuit {b.spec.name} is {b.state.replace('_', '-')} "
-                            "(from an earlier run)")
+        # Told on the first due(), once the run (and its reporter) has started.
+        self._notes = [f"circuit {b.spec.name} is {b.state.replace('_', '-')} (from an "
+                       "earlier run)" for b in self.breakers.values() if b.current(now) != CLOSED]
 
     def holding(self) -> bool:
         return bool(self.since)
@@ -213,6 +212,10 @@ class BreakerGate:
 
     def due(self) -> tuple[list[str], list[tuple[str, TaskError]]]:
         """Tasks to hand back to the ready heap, and tasks held past max_wait."""
+        if self._notes:
+            for note in self._notes:
+                self.notify(note)
+            self._notes.clear()
         now = self.clock()
         if not self._dirty and (self._wake is None or now < self._wake):
             return [], []

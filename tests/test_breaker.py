@@ -158,6 +158,8 @@ def test_gate_loads_an_open_breaker_from_an_earlier_run(tmp_path):
     BreakerStore(tmp_path).save(Breaker(spec.breakers["api"], state=OPEN, opened_at=995.0))
     notes = []
     gate = BreakerGate(spec, BreakerStore(tmp_path), clock=clock, notify=notes.append)
+    assert notes == []  # the reporter has not started yet
+    gate.due()
     assert notes == ["circuit api is open (from an earlier run)"]
     assert not gate.admit("t0")
     assert gate.wait_time() == 5.0

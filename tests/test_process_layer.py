@@ -128,8 +128,8 @@ def test_crashes_fail_alone_with_exit_code_or_signal(cli, write):
                           "error": None}
 
 
-def test_crash_is_retried_like_any_failure(cli, write, tmp_path):
-    """A worker death consumes an attempt and is retried on a fresh worker."""
+def test_flaky_task_succeeds_on_attempt_3(cli, write, tmp_path):
+    """Fails twice (a file counts its attempts), then succeeds within its retries."""
     write("p.toml", f"""
         [tasks.t]
         call = "misbehave:flaky"
@@ -143,7 +143,9 @@ def test_crash_is_retried_like_any_failure(cli, write, tmp_path):
                                     "output": {"attempts": 3}, "error": None}
 
 
-def test_retry_on_names_worker_crashed(cli, write):
+def test_crash_is_retried_like_any_failure(cli, write):
+    """A worker death uses an attempt and is retried on a fresh worker; retry_on and
+    no_retry_on can name WorkerCrashed and TaskTimeout."""
     write("p.toml", """
         [tasks.crash]
         call = "misbehave:exit_hard"
