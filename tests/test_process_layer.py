@@ -315,3 +315,22 @@ def test_memory_limit_leaves_room_for_the_task(cli, write):
     assert r.json["tasks"]["leaky"]["attempts"] == 2  # MemoryError in retry_on matches
     assert r.json["tasks"]["leaky"]["error"] == (
         "MemoryLimitExceeded: exceeded memory_limit 128MiB")
+
+
+def test_worker_death_seen_even_if_a_forked_child_holds_its_pipes(cli, write, tmp_path):
+    write("p.toml", f"""
+        [tasks.t]
+        call = "misbehave:fork_then_die"
+        kwargs = {{ pidfile = "{tmp_path}/child.pid" }}
+        [tasks.after]
+        call = "basic:const"
+        kwargs = {{ value = 1 }}
+    """)
+    started = time.monotonic()
+    r = cli("run", "p.toml", "--json", timeout=60)
+    assert r.code == 1, r.stderr
+    assert r.json["tasks"]["t"]["error"].startswith("WorkerCrashed: the task's process was "
+                                                    "killed by SIGKILL")
+    assert r.json["tasks"]["after"]["state"] == "completed"
+    assert not alive(int((tmp_path / "child.pid").read_text()))
+    assert time.monotonic() - started < 20  # generous; without the fix it never ends

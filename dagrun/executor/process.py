@@ -36,6 +36,7 @@ class _Worker:
     req_fd: int
     res_fd: int
     sentinel: int
+    pidfd: int = -1  # readable when the worker exits (Linux >= 5.3), see _spawn
     buf: bytearray = field(default_factory=bytearray)
     inflight: deque[tuple[int, Attempt]] = field(default_factory=deque)
     head_started: float = 0.0  # when the first in-flight attempt started (parent clock)
@@ -53,6 +54,13 @@ class _Worker:
             return None
         timeout = self.inflight[0][1].timeout
         return None if timeout is None else self.head_started + timeout
+
+
+@dataclass(eq=False)
+class _Exited:
+    """Selector data of a worker's pidfd."""
+
+    worker: _Worker
 
 
 class ProcessExecutor:
@@ -113,6 +121,15 @@ class ProcessExecutor:
         worker = _Worker(pid=pid, req_fd=req_w, res_fd=res_r, sentinel=sentinel)
         self._workers[res_r] = worker
         self._sel.register(res_r, selectors.EVENT_READ, worker)
+        # EOF on the result pipe is not enough to see a worker die: a process its
+        # task forked (multiprocessing's fork) inherits the pipe and keeps it open.
+        # A pidfd becomes readable when the worker itself exits.
+        try:
+            worker.pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            pass  # old kernel: pipe EOF only
+        else:
+            self._sel.register(worker.pidfd, selectors.EVENT_READ, _Exited(worker))
 
     def add_wakeup_fd(self, fd: int) -> None:
         self._wakeup_fds.append(fd)
@@ -198,7 +215,17 @@ class ProcessExecutor:
             if worker is None:
                 _drain(key.fd)
                 continue
-            self._read(worker, results)
+            # Identity, not fd number: a reaped worker's fds may already be reused
+            # by its replacement within this same batch of events.
+            if isinstance(worker, _Exited):
+                worker = worker.worker
+                if self._workers.get(worker.res_fd) is worker:
+                    self._read(worker, results)  # results it sent before exiting
+                    if self._workers.get(worker.res_fd) is worker:
+                        self._reap(worker, results)
+                continue
+            if self._workers.get(worker.res_fd) is worker:
+                self._read(worker, results)
         self._enforce_deadlines(results)
         return results
 
@@ -280,6 +307,9 @@ class ProcessExecutor:
         except ChildProcessError:
             pass
         self._sel.unregister(worker.res_fd)
+        if worker.pidfd >= 0:
+            self._sel.unregister(worker.pidfd)
+            _close(worker.pidfd)
         del self._workers[worker.res_fd]
         _close(worker.res_fd)
         _close(worker.req_fd)

@@ -141,3 +141,14 @@ def service(counter, log, name, down_calls=2, seconds=0.05):
     if not ok:
         raise ConnectionError(f"service down (call {n})")
     return n
+
+
+def fork_then_die(pidfile):
+    """os.fork()s a child (which inherits the worker's pipes, as multiprocessing's
+    fork does), then the worker dies: its death must be seen all the same."""
+    child = os.fork()
+    if child == 0:
+        time.sleep(300)
+        os._exit(0)
+    _write(pidfile, str(child))
+    os.kill(os.getpid(), signal.SIGKILL)
