@@ -114,6 +114,10 @@ class DeadLetterQueue:
 
     def get(self, run_id: str, task: str) -> Letter:
         letter = self.read(run_id, task)
+        if letter is None and self._path(run_id, task).exists():
+            raise UsageError(f"the dead letter of task {task!r} in run {run_id!r} is corrupt "
+                             "(checksum mismatch); delete it with `dagrun dlq purge "
+                             f"--run-id {run_id}`")
         if letter is None:
             raise UsageError(f"no dead letter for task {task!r} of run {run_id!r} "
                              "(see `dagrun dlq list`)")

@@ -128,6 +128,8 @@ def test_corrupt_letter_is_ignored_with_a_warning(cli, write, tmp_path):
     assert r.code == 0
     assert [x["task"] for x in r.json] == ["crash"]
     assert "r1/bad is corrupt" in r.stderr
+    r = cli("dlq", "show", "r1", "bad")
+    assert r.code == 2 and "is corrupt (checksum mismatch)" in r.stderr
 
 
 def test_purge(cli, write, tmp_path):
