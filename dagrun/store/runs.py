@@ -122,8 +122,15 @@ class StateDir:
             raise StateIOError(f"cannot create {path}: {describe_os_error(exc)}") from None
         meta = {"v": FORMAT_VERSION, "run_id": run_id, "pipeline": spec.name,
                 "created": time.time(), "settings": settings, "spec": spec.to_dict()}
-        write_atomic(path / "run.json", frame(meta))
-        return RunInfo(run_id, path, meta)
+        try:
+            write_atomic(path / "run.json", frame(meta))
+        except StateIOError:
+            try:
+                path.rmdir()  # nothing of the run exists: the id stays free
+            except OSError:
+                pass
+            raise
+        return RunInfo(run_id, path, meta, spec)
 
     def open_run(self, run_id: str) -> RunInfo:
         path = self.run_path(run_id)

@@ -61,3 +61,9 @@ def spawner(log, name, pidfile):
     _log(log, name)
     child.wait()
     return name
+
+
+def padded(log, name, size=1000, **inputs):
+    """A large output: fills the journal fast (full-disk tests)."""
+    _log(log, name)
+    return name * size
