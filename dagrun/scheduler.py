@@ -106,7 +106,7 @@ class Scheduler:
         statuses: dict[str, TaskStatus] | None = None,
         cancel: CancelToken | None = None,
         deadline: float | None = None,  # seconds of run time allowed, from now
-        cancel_grace: float = 1.0,
+        cancel_grace: float | None = None,  # None: the running tasks' timeout_grace
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         hooks: SchedulerHooks | None = None,
@@ -343,7 +343,11 @@ class Scheduler:
 
     def _stop_everything(self) -> None:
         self.reporter.message(f"stopping ({self.cancel.reason}): cancelling running tasks")
-        results = self.executor.cancel(0 if self.cancel.force else self.cancel_grace)
+        grace = self.cancel_grace
+        if grace is None:  # as long as the most patient running task asks for
+            grace = max((self.spec.tasks[tid].timeout_grace for tid, st in self.status.items()
+                         if st.state == TaskState.RUNNING), default=1.0)
+        results = self.executor.cancel(0 if self.cancel.force else grace)
         self._handle(results)
         records = []
         for tid, st in self.status.items():

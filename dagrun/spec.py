@@ -102,11 +102,20 @@ class PipelineSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PipelineSpec:
+        # Hot at 100k tasks (resume loads the snapshot): tasks mostly share one
+        # retry policy, so build each distinct policy once.
         tasks = {}
+        policies: dict[tuple[Any, ...], RetryPolicy] = {}
         for t in data["tasks"]:
-            retry = RetryPolicy(**{**t["retry"], "retry_on": tuple(t["retry"]["retry_on"]),
-                                   "no_retry_on": tuple(t["retry"]["no_retry_on"])})
-            tasks[t["id"]] = TaskSpec(**{**t, "deps": tuple(t["deps"]), "retry": retry})
+            r = t["retry"]
+            key = (r["retries"], r["delay"], r["backoff"], r["max_delay"], r["jitter"],
+                   tuple(r["retry_on"]), tuple(r["no_retry_on"]))
+            retry = policies.get(key)
+            if retry is None:
+                retry = policies[key] = RetryPolicy(*key)
+            tasks[t["id"]] = TaskSpec(
+                t["id"], t["call"], tuple(t["deps"]), t["inputs"], t["kwargs"], t["priority"],
+                t["timeout"], t["timeout_grace"], retry, t["memory_limit"], t["breaker"])
         breakers = {n: BreakerSpec(**b) for n, b in data.get("breakers", {}).items()}
         return cls(
             name=data["name"], tasks=tasks, workers=data.get("workers"),

@@ -78,7 +78,8 @@ class Journal:
         except OSError as exc:
             raise StateIOError(
                 f"cannot write {self.path}: {describe_os_error(exc)}; the records written "
-                "before this stay valid, and the run can be resumed once this is fixed"
+                "before this stay valid: once this is fixed, continue with `dagrun resume "
+                f"{self.path.parent.name}`"
             ) from None
 
     def close(self) -> None:

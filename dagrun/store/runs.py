@@ -17,6 +17,7 @@ import fcntl
 import os
 import re
 import secrets
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,15 +84,24 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
         raise StateIOError(f"cannot write {path}: {describe_os_error(exc)}") from None
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @dataclass(frozen=True)
 class RunInfo:
     run_id: str
     path: Path
     meta: dict[str, Any]
+    snapshot: PipelineSpec | None = None  # the spec, once built from meta["spec"]
 
     @property
     def spec(self) -> PipelineSpec:
-        return PipelineSpec.from_dict(self.meta["spec"])
+        return self.snapshot or PipelineSpec.from_dict(self.meta["spec"])
 
     @property
     def journal_path(self) -> Path:
@@ -110,19 +120,34 @@ class StateDir:
         return self.runs / check_run_id(run_id)
 
     def create_run(self, run_id: str, spec: PipelineSpec, settings: dict[str, Any]) -> RunInfo:
+        """The run's folder appears complete or not at all: it is built under a
+        temporary name (run.json inside) and renamed into place, so a dagrun
+        killed half-way never leaves a run that neither `run` nor `resume` accepts."""
         make_private_dir(self.runs)
         path = self.run_path(run_id)
-        try:
-            path.mkdir(mode=0o700)
-        except FileExistsError:
-            raise UsageError(f"run {run_id!r} already exists in {self.root}; choose a new "
-                             f"--run-id or `dagrun resume {run_id}`") from None
-        except OSError as exc:
-            raise StateIOError(f"cannot create {path}: {describe_os_error(exc)}") from None
+        exists = UsageError(f"run {run_id!r} already exists in {self.root}; choose a new "
+                            f"--run-id or `dagrun resume {run_id}`")
+        if (path / "run.json").exists():
+            raise exists
         meta = {"v": FORMAT_VERSION, "run_id": run_id, "pipeline": spec.name,
                 "created": time.time(), "settings": settings, "spec": spec.to_dict()}
-        write_atomic(path / "run.json", frame(meta))
-        return RunInfo(run_id, path, meta)
+        tmp = self.runs / f".new-{run_id}-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            tmp.mkdir(mode=0o700)
+            write_atomic(tmp / "run.json", frame(meta))
+            try:
+                os.rename(tmp, path)  # replaces only an empty leftover folder
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise exists from None
+                raise
+            _fsync_dir(self.runs)
+        except OSError as exc:
+            raise StateIOError(f"cannot create {path}: {describe_os_error(exc)}") from None
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return RunInfo(run_id, path, meta, spec)
 
     def open_run(self, run_id: str) -> RunInfo:
         path = self.run_path(run_id)
@@ -137,11 +162,11 @@ class StateDir:
             meta = unframe(data.split(b"\n", 1)[0])
             if meta.get("v") != FORMAT_VERSION or meta.get("run_id") != run_id:
                 raise ValueError("wrong version or run id")
-            PipelineSpec.from_dict(meta["spec"])
+            snapshot = PipelineSpec.from_dict(meta["spec"])
         except (ValueError, KeyError, TypeError, AttributeError):
             raise UnknownRun(f"run {run_id!r}: its metadata {meta_path} is corrupt or "
                              "unreadable; the run cannot be resumed") from None
-        return RunInfo(run_id, path, meta)
+        return RunInfo(run_id, path, meta, snapshot)
 
     def list_run_ids(self) -> list[str]:
         try:
