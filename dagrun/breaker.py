@@ -162,7 +162,8 @@ class BreakerGate:
                        "earlier run)" for b in self.breakers.values() if b.current(now) != CLOSED]
 
     def holding(self) -> bool:
-        return bool(self.since)
+        """Whether tasks wait in here (released ones are in the scheduler's heap)."""
+        return bool(self._queued)
 
     def admit(self, tid: str) -> bool:
         name = self.guard.get(tid)

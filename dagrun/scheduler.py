@@ -6,8 +6,11 @@ Outline of Scheduler.run():
     loop:
         cancel requested (signal, deadline)?  -> stop running tasks, record, stop
         retry timers that are due            -> ready heap
+        gate (circuit breakers), if any      -> tasks it releases -> ready heap;
+                  tasks held past max_wait -> dead-lettered (no attempt used)
         dispatch: while the executor has a free slot, pop the highest-priority
-                  ready task (FIFO among equals), record it `running`, submit
+                  ready task (FIFO among equals); the gate may hold it instead;
+                  record it `running`, submit
         nothing running, ready or waiting    -> done
         poll the executor for results
         for each result: decide (completed / retry later / dead-letter + skip
