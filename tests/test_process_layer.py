@@ -93,6 +93,10 @@ def test_zero_grace_kills_at_once(cli, write, tmp_path):
     assert r.json["tasks"]["stubborn"]["error"] == (
         "TaskTimeout: timed out after 0.3s; the task's process group was killed (SIGKILL)")
     assert not alive(int((tmp_path / "m.pid").read_text()))
+    letter = cli("dlq", "show", r.json["run_id"], "stubborn", "--json").json
+    (only,) = letter["attempts"]
+    assert only["ended"] - only["started"] >= 0.3  # the attempt's real span
+    assert only["error"]["type"] == "TaskTimeout" and only["error"]["signal"] == 9
 
 
 def test_crashes_fail_alone_with_exit_code_or_signal(cli, write):

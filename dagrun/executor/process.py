@@ -40,6 +40,7 @@ class _Worker:
     buf: bytearray = field(default_factory=bytearray)
     inflight: deque[tuple[int, Attempt]] = field(default_factory=deque)
     head_started: float = 0.0  # when the first in-flight attempt started (parent clock)
+    head_wall: float = 0.0  # the same, wall clock: the start of an attempt that dies
     done: int = 0
     kill_reason: str | None = None  # "timeout" | "cancel" | "memory" while being killed
     term_sent_at: float = 0.0
@@ -181,6 +182,7 @@ class ProcessExecutor:
         })
         if not worker.inflight:
             worker.head_started = time.monotonic()
+            worker.head_wall = time.time()
         worker.inflight.append((msg_id, attempt))
         try:
             wire.write_all(worker.req_fd, payload)
@@ -261,6 +263,7 @@ class ProcessExecutor:
         worker.done += 1
         worker.last_duration = msg.get("ended", 0.0) - msg.get("started", 0.0)
         worker.head_started = time.monotonic()
+        worker.head_wall = time.time()
         if msg.get("retire"):
             worker.retiring = True  # it exits after this result (e.g. memory_limit breached)
         if (self.max_tasks_per_worker and worker.done >= self.max_tasks_per_worker
@@ -329,7 +332,7 @@ class ProcessExecutor:
             else:
                 results.append(AttemptResult(attempt.task_id, attempt.number,
                                              error=self._death_error(worker, attempt, status),
-                                             started=now, ended=now))
+                                             started=worker.head_wall or now, ended=now))
         if not self._closing:
             self._spawn()
 
