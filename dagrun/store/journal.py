@@ -44,7 +44,10 @@ class Journal:
         self._last_sync = time.monotonic()
         self._dirty = False
         try:
+            created = not path.exists()
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            if created and durability != "fast":
+                fsync_dir(path.parent)  # the file's name must survive a power cut too
             # A line torn by an earlier crash must not swallow the next record.
             size = os.fstat(self._fd).st_size
             if size and _last_byte(path) != b"\n":
@@ -93,6 +96,14 @@ class Journal:
         finally:
             os.close(self._fd)
             self._fd = -1
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _last_byte(path: Path) -> bytes:
