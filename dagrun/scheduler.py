@@ -168,6 +168,7 @@ class Scheduler:
             results = self.executor.poll(self._wait_time(now))
             if results:
                 self._handle(results)
+            self.journal.tick()
             self.reporter.tick()
         result = self.result()
         self.journal.append([{"v": FORMAT_VERSION, "kind": "run", "status": result.status,
@@ -181,6 +182,7 @@ class Scheduler:
             waits.append(self.timers[0][0] - now)
         if self.deadline_at is not None:
             waits.append(self.deadline_at - now)
+        waits.append(self.journal.sync_due_in())
         finite = [max(0.0, w) for w in waits if w is not None]
         return min(finite) if finite else None
 
