@@ -64,7 +64,7 @@ def cli() -> None:
 def durability_option(f: F) -> F:
     return click.option("--durability", type=click.Choice(["fast", "atomic", "durable"]),
                         help="How hard each record is pushed to disk (default: the spec's, "
-                        "else fast; see README, Crash safety).")(f)
+                        "else atomic; see README, Crash safety).")(f)
 
 
 def deadline_option(f: F) -> F:

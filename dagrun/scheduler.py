@@ -185,6 +185,7 @@ class Scheduler:
             results = self.executor.poll(self._wait_time(now))
             if results:
                 self._handle(results)
+            self.journal.tick()
             self.reporter.tick()
         result = self.result()
         self.journal.append([{"v": FORMAT_VERSION, "kind": "run", "status": result.status,
@@ -200,6 +201,7 @@ class Scheduler:
             waits.append(self.deadline_at - now)
         if self.hooks.gate is not None:
             waits.append(self.hooks.gate.wait_time())
+        waits.append(self.journal.sync_due_in())
         finite = [max(0.0, w) for w in waits if w is not None]
         return min(finite) if finite else None
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from dagrun.errors import RunLocked, StateIOError, UnknownRun, UsageError
 from dagrun.spec import PipelineSpec
-from dagrun.store.journal import describe_os_error
+from dagrun.store.journal import describe_os_error, fsync_dir
 from dagrun.store.records import FORMAT_VERSION, frame, unframe
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -71,25 +71,13 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
             os.close(fd)
         os.replace(tmp, path)
         if durable:
-            dfd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            fsync_dir(path.parent)
     except OSError as exc:
         try:
             tmp.unlink()
         except OSError:
             pass
         raise StateIOError(f"cannot write {path}: {describe_os_error(exc)}") from None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -141,7 +129,7 @@ class StateDir:
                 if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
                     raise exists from None
                 raise
-            _fsync_dir(self.runs)
+            fsync_dir(self.runs)
         except OSError as exc:
             raise StateIOError(f"cannot create {path}: {describe_os_error(exc)}") from None
         finally:
