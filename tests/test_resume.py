@@ -229,3 +229,19 @@ def test_bad_durability_and_deadline_values_exit_2(cli, write, tmp_path):
     assert cli("run", str(spec), "--wait-timeout", "1s").code == 2
 
 
+
+
+def test_a_corrupt_record_mid_journal_reruns_only_its_task(cli, write, tmp_path):
+    log = tmp_path / "log"
+    spec = write("chain.toml", CHAIN.format(log=log, sleep=0))
+    assert cli("run", str(spec), "--run-id", "mid", "--json").code == 0
+    journal = tmp_path / "state" / "runs" / "mid" / "journal"
+    lines = journal.read_bytes().split(b"\n")
+    number = next(i for i, line in enumerate(lines) if b'"task":"a","state":"completed"' in line)
+    lines[number] = lines[number].replace(b'"output":1', b'"output":7')
+    journal.write_bytes(b"\n".join(lines))
+    r = cli("resume", "mid", "--json")
+    assert r.code == 0, r.stderr
+    assert f"{journal} line {number + 1} is corrupt" in r.stderr
+    assert r.json["tasks"]["a"]["output"] == 1  # re-run, never the changed value
+    assert runs_of(log) == {"a": 2, "b": 1, "c": 1}  # its completed dependents stay

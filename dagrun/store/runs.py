@@ -17,6 +17,7 @@ import fcntl
 import os
 import re
 import secrets
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 
 from dagrun.errors import RunLocked, StateIOError, UnknownRun, UsageError
 from dagrun.spec import PipelineSpec
-from dagrun.store.journal import describe_os_error
+from dagrun.store.journal import describe_os_error, fsync_dir
 from dagrun.store.records import FORMAT_VERSION, frame, unframe
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -70,11 +71,7 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
             os.close(fd)
         os.replace(tmp, path)
         if durable:
-            dfd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            fsync_dir(path.parent)
     except OSError as exc:
         try:
             tmp.unlink()
@@ -111,19 +108,34 @@ class StateDir:
         return self.runs / check_run_id(run_id)
 
     def create_run(self, run_id: str, spec: PipelineSpec, settings: dict[str, Any]) -> RunInfo:
+        """The run's folder appears complete or not at all: it is built under a
+        temporary name (run.json inside) and renamed into place, so a dagrun
+        killed half-way never leaves a run that neither `run` nor `resume` accepts."""
         make_private_dir(self.runs)
         path = self.run_path(run_id)
-        try:
-            path.mkdir(mode=0o700)
-        except FileExistsError:
-            raise UsageError(f"run {run_id!r} already exists in {self.root}; choose a new "
-                             f"--run-id or `dagrun resume {run_id}`") from None
-        except OSError as exc:
-            raise StateIOError(f"cannot create {path}: {describe_os_error(exc)}") from None
+        exists = UsageError(f"run {run_id!r} already exists in {self.root}; choose a new "
+                            f"--run-id or `dagrun resume {run_id}`")
+        if (path / "run.json").exists():
+            raise exists
         meta = {"v": FORMAT_VERSION, "run_id": run_id, "pipeline": spec.name,
                 "created": time.time(), "settings": settings, "spec": spec.to_dict()}
-        write_atomic(path / "run.json", frame(meta))
-        return RunInfo(run_id, path, meta)
+        tmp = self.runs / f".new-{run_id}-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            tmp.mkdir(mode=0o700)
+            write_atomic(tmp / "run.json", frame(meta))
+            try:
+                os.rename(tmp, path)  # replaces only an empty leftover folder
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise exists from None
+                raise
+            fsync_dir(self.runs)
+        except OSError as exc:
+            raise StateIOError(f"cannot create {path}: {describe_os_error(exc)}") from None
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return RunInfo(run_id, path, meta, spec)
 
     def open_run(self, run_id: str) -> RunInfo:
         path = self.run_path(run_id)

@@ -49,3 +49,21 @@ def runs_of(log):
     except FileNotFoundError:
         pass
     return counts
+
+
+def spawner(log, name, pidfile):
+    """Starts a child process that would outlive it, records its pid, waits."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "120"])
+    with open(pidfile, "w") as fh:
+        fh.write(str(child.pid))
+    _log(log, name)
+    child.wait()
+    return name
+
+
+def padded(log, name, size=1000, **inputs):
+    """A large output: fills the journal fast (full-disk tests)."""
+    _log(log, name)
+    return name * size

@@ -1,0 +1,145 @@
+"""SIGINT, SIGTERM and the run deadline through the real CLI: running tasks (and
+what they started) are stopped, recorded `cancelled`, exit 130, resumable."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import orjson
+from tasks.sidefx import runs_of
+
+
+def start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dagrun", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+
+
+def wait_for(predicate, timeout: float = 20.0) -> None:
+    # Generous: CI machines are shared and slow to fork workers.
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "timed out waiting"
+        time.sleep(0.02)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except OSError:
+        return False
+
+
+def test_sigint_stops_tasks_and_their_children_then_resume_finishes(cli, write, tmp_path):
+    log, pidfile = tmp_path / "log", tmp_path / "child.pid"
+    spec = write("s.toml", f"""
+        [pipeline]
+        workers = 2
+        [tasks.first]
+        call = "sidefx:step"
+        kwargs = {{ log = "{log}", name = "first", k = 1 }}
+        [tasks.spawn]
+        call = "sidefx:spawner"
+        deps = ["first"]
+        kwargs = {{ log = "{log}", name = "spawn", pidfile = "{pidfile}" }}
+    """)
+    proc = start("run", str(spec), "--run-id", "sig", "--json")
+    wait_for(lambda: "spawn" in runs_of(log))
+    child = int(pidfile.read_text())
+    assert alive(child)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    result = orjson.loads(out)
+    assert result["status"] == "cancelled"
+    assert result["tasks"]["spawn"]["state"] == "cancelled"
+    assert result["tasks"]["first"]["state"] == "completed"
+    assert "dagrun resume sig" in err.decode() and "Traceback" not in err.decode()
+    wait_for(lambda: not alive(child), timeout=10)  # the task's own child went with it
+    # Resumable: the cancelled task runs again (here: interrupted again by a deadline).
+    r = cli("resume", "sig", "--json", "--deadline", "1s")
+    assert r.code == 130 and r.json["tasks"]["first"]["attempts"] == 1
+    assert runs_of(log) == {"first": 1, "spawn": 2}
+
+
+STUBBORN = """
+[tasks.stubborn]
+call = "sidefx:stubborn"
+kwargs = {{ log = "{log}", name = "stubborn", seconds = 60 }}
+timeout_grace = {grace}
+"""
+
+
+def test_sigterm_gives_the_grace_then_kills(write, tmp_path):
+    log = tmp_path / "log"
+    spec = write("s.toml", STUBBORN.format(log=log, grace=2))
+    proc = start("run", str(spec), "--run-id", "term")
+    wait_for(lambda: "stubborn" in runs_of(log))
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    took = time.monotonic() - t0
+    assert proc.returncode == 130, err
+    assert 1.5 <= took < 15  # waited the 2 s grace (generous upper bound: shared CI)
+    assert b"dagrun resume term" in err
+
+
+def test_second_ctrl_c_skips_the_grace(write, tmp_path):
+    log = tmp_path / "log"
+    spec = write("s.toml", STUBBORN.format(log=log, grace=60))
+    proc = start("run", str(spec), "--run-id", "twice")
+    wait_for(lambda: "stubborn" in runs_of(log))
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - t0 < 15  # not the 60 s grace (generous: shared CI)
+    assert b"dagrun resume twice" in err
+
+
+def test_pipeline_deadline_cancels_like_sigterm_and_stays_resumable(cli, write, tmp_path):
+    log = tmp_path / "log"
+    spec = write("d.toml", f"""
+        [pipeline]
+        deadline = "1s"
+        workers = 1
+        [tasks.quick]
+        call = "sidefx:step"
+        kwargs = {{ log = "{log}", name = "quick", k = 1 }}
+        [tasks.slow]
+        call = "sidefx:step"
+        deps = ["quick"]
+        inputs = {{ x = "quick" }}
+        kwargs = {{ log = "{log}", name = "slow", k = 1, sleep = 3 }}
+    """)
+    t0 = time.monotonic()
+    r = cli("run", str(spec), "--run-id", "late", "--json")
+    assert r.code == 130, r.stderr
+    assert time.monotonic() - t0 < 20  # the 1 s deadline, not the 3 s task (generous)
+    assert r.json["status"] == "cancelled" and r.json["tasks"]["slow"]["state"] == "cancelled"
+    assert "deadline" in r.stderr and "dagrun resume late" in r.stderr
+    done = cli("resume", "late", "--json", "--deadline", "60s")
+    assert done.code == 0, done.stderr
+    assert done.json["tasks"]["slow"]["output"] == 2
+    assert runs_of(log) == {"quick": 1, "slow": 2}
+
+
+def test_no_process_outlives_a_sigkilled_dagrun(write, tmp_path):
+    log, pidfile = tmp_path / "log", tmp_path / "child.pid"
+    spec = write("k.toml", f"""
+        [tasks.spawn]
+        call = "sidefx:spawner"
+        kwargs = {{ log = "{log}", name = "spawn", pidfile = "{pidfile}" }}
+    """)
+    proc = start("run", str(spec))
+    wait_for(lambda: "spawn" in runs_of(log))
+    child = int(pidfile.read_text())
+    proc.kill()
+    proc.communicate(timeout=30)
+    wait_for(lambda: not alive(child), timeout=10)  # contract: within a few seconds
+    assert not alive(child)

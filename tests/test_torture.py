@@ -1,0 +1,95 @@
+"""Kill `dagrun` with SIGKILL at random instants, resume each time, until the
+run finishes: no completed task is lost, every output is right, and only the
+tasks in flight at a kill run twice (default retries = 0: a task that counted
+a cut-short attempt as a failure would be dead-lettered and fail the run)."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+
+import orjson
+from tasks.sidefx import runs_of
+
+LAYERS, WIDTH, WORKERS = 5, 10, 2
+ROUNDS = 20
+
+
+def layered_spec(log) -> tuple[str, dict[str, int]]:
+    """Task (l, i) takes (l-1, i) and (l-1, i+1) as inputs; outputs are sums."""
+    text = f"[pipeline]\nname = \"torture\"\nworkers = {WORKERS}\n"
+    expected: dict[str, int] = {}
+    for layer in range(LAYERS):
+        for i in range(WIDTH):
+            tid, k = f"t{layer}_{i}", layer * 100 + i
+            sleep = 0.01 + (i % 4) * 0.01
+            text += f'[tasks.{tid}]\ncall = "sidefx:step"\n'
+            if layer == 0:
+                text += f'kwargs = {{ log = "{log}", name = "{tid}", k = {k}, sleep = {sleep} }}\n'
+                expected[tid] = k
+                continue
+            x, y = f"t{layer - 1}_{i}", f"t{layer - 1}_{(i + 1) % WIDTH}"
+            text += (f'deps = ["{x}", "{y}"]\ninputs = {{ x = "{x}", y = "{y}" }}\n'
+                     f'kwargs = {{ log = "{log}", name = "{tid}", k = {k}, sleep = {sleep} }}\n')
+            expected[tid] = k + expected[x] + expected[y]
+    return text, expected
+
+
+def runs_lines(log) -> list[str]:
+    try:
+        return log.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def test_sigkill_at_random_instants_then_resume(write, tmp_path):
+    seed = int(os.environ.get("DAGRUN_TORTURE_SEED", time.time_ns() % 10**6))
+    rng = random.Random(seed)
+    log = tmp_path / "log"
+    text, expected = layered_spec(log)
+    spec = write("torture.toml", text)
+    kills = 0
+    finished = None
+    args = ["run", str(spec), "--run-id", "t", "--json"]
+    for _ in range(ROUNDS * 3):  # bounded: a bug must fail the test, not hang it
+        proc = subprocess.Popen([sys.executable, "-m", "dagrun", *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL)
+        if kills < ROUNDS:
+            if rng.random() < 0.3:
+                # During start-up, repair or the first dispatch.
+                time.sleep(rng.uniform(0.0, 0.5))
+            else:
+                # After a few more task executions, at a random instant between them.
+                target = len(runs_lines(log)) + rng.randint(1, 5)
+                end = time.monotonic() + 30  # generous: a slow, shared CI machine
+                while (len(runs_lines(log)) < target and proc.poll() is None
+                       and time.monotonic() < end):
+                    time.sleep(0.002)
+                time.sleep(rng.uniform(0.0, 0.03))
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=30)
+                kills += 1
+                if (tmp_path / "state" / "runs" / "t" / "run.json").exists():
+                    args = ["resume", "t", "--json"]  # else killed before the run existed
+                continue
+        out, err = proc.communicate(timeout=120)
+        if proc.returncode == 3:  # the killed run's lock: released as its processes die
+            time.sleep(0.1)
+            continue
+        assert b"Traceback" not in err, err.decode()
+        assert proc.returncode == 0, f"seed {seed}: {err.decode()}"
+        finished = orjson.loads(out)
+        break
+    assert finished is not None, f"seed {seed}: never finished"
+    assert finished["status"] == "succeeded"
+    assert {t: v["output"] for t, v in finished["tasks"].items()} == expected, f"seed {seed}"
+    runs = runs_of(log)
+    assert set(runs) == set(expected)
+    extra = sum(runs.values()) - len(expected)
+    print(f"torture: seed {seed}, {kills} kills, {extra} re-runs")
+    assert extra <= 2 * WORKERS * kills, f"seed {seed}: {extra} re-runs for {kills} kills"
