@@ -26,6 +26,7 @@ import orjson
 
 from bench import measure
 from bench.workloads import WORKERS, Workload, all_workloads
+from dagrun.spec import DEFAULT_DURABILITY, DURABILITY_MODES
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -56,7 +57,7 @@ class Bench:
         out, m = self._child("floor", str(w.path))
         return out["run"], out["parse"], m
 
-    def api(self, w: Workload, durability: str = "fast") -> tuple[float, measure.Measured]:
+    def api(self, w: Workload, durability: str = "default") -> tuple[float, measure.Measured]:
         out, m = self._child("api", str(w.path), self.state(), durability)
         if out["status"] != "succeeded":
             raise SystemExit(f"bench: dagrun run of {w.key} {out['status']}")
@@ -98,12 +99,12 @@ class Bench:
             walls.append(wall)
             mems.append(m.tree_mb)
 
-        modes = ["atomic", "durable"] if durability_modes else []
+        modes = [m for m in DURABILITY_MODES if m != DEFAULT_DURABILITY] if durability_modes else []
         for _ in range(self.runs):
             wall, _, m = self.floor(w)
             add("floor (ProcessPoolExecutor)", wall, m)
             wall, m = self.api(w)
-            add("dagrun API, run phase", wall, m)
+            add(f"dagrun API, run phase ({DEFAULT_DURABILITY})", wall, m)
             m = self.cli_run(w)
             add("dagrun CLI, whole process", m.wall, m)
             for mode in modes:
@@ -116,7 +117,7 @@ class Bench:
             if floor is None:
                 floor = med
         if w.ideal:
-            api = statistics.median(res["dagrun API, run phase"][0])
+            api = statistics.median(res[f"dagrun API, run phase ({DEFAULT_DURABILITY})"][0])
             self.notes.append(f"{w.key}: ideal {w.ideal:.2f}s; dagrun API run phase is "
                               f"{(api / w.ideal - 1) * 100:+.1f}% off ideal")
 

@@ -3,6 +3,7 @@ be watched and nothing is shared between measurements. Prints one JSON object.
 
     python -m bench.child floor SPEC            -> {"parse": s, "run": s}
     python -m bench.child api SPEC STATE MODE   -> {"run": s, "status": ...}
+                                                 (MODE: fast|atomic|durable|default)
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def api(spec: str, state: str, durability: str) -> dict:
 
     pipeline = load(spec)
     t0 = time.perf_counter()
-    result = dagrun.run(pipeline, state_dir=state, workers=WORKERS, durability=durability)
+    result = dagrun.run(pipeline, state_dir=state, workers=WORKERS,
+                        durability=None if durability == "default" else durability)
     return {"run": time.perf_counter() - t0, "status": result.status}
 
 
