@@ -122,6 +122,9 @@ class LiveReporter(PlainReporter):
                 highlight=False)
 
     def message(self, text: str) -> None:
+        if getattr(self, "live", None) is None:  # before start(): resume's repair lines
+            super().message(text)
+            return
         self.live.console.print(f"dagrun: {text}", markup=False, highlight=False)
 
     def tick(self) -> None:

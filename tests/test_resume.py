@@ -245,3 +245,17 @@ def test_a_corrupt_record_mid_journal_reruns_only_its_task(cli, write, tmp_path)
     assert f"{journal} line {number + 1} is corrupt" in r.stderr
     assert r.json["tasks"]["a"]["output"] == 1  # re-run, never the changed value
     assert runs_of(log) == {"a": 2, "b": 1, "c": 1}  # its completed dependents stay
+
+
+def test_resume_on_a_terminal_shows_repairs_and_the_live_display(cli, write, tmp_path):
+    from test_report import _run_on_tty
+
+    log = tmp_path / "log"
+    spec = write("chain.toml", CHAIN.format(log=log, sleep=2))
+    assert cli("run", str(spec), "--run-id", "tty", "--deadline", "1s").code == 130
+    # The run's 1 s deadline applies to each resume too, unless given anew.
+    code, screen = _run_on_tty(["resume", "tty", "--deadline", "60s"], {})
+    assert code == 0, screen
+    assert "repaired b: cancelled -> pending" in screen and "\x1b[" in screen
+    code, screen = _run_on_tty(["resume", "tty"], {})
+    assert code == 0 and "already succeeded" in screen, screen
