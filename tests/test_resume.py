@@ -200,7 +200,8 @@ def test_second_process_on_the_same_run_exits_3_naming_the_pid(cli, write, tmp_p
 
 def test_if_running_skip_fail_wait(cli, write, tmp_path):
     log = tmp_path / "log"
-    slow = write("chain.toml", CHAIN.format(log=log, sleep=3))
+    # b runs 8 s: long enough for the three checks below even on a slow machine.
+    slow = write("chain.toml", CHAIN.format(log=log, sleep=8))
     proc = start("run", str(slow), "--run-id", "first")
     try:
         wait_for(lambda: "b" in runs_of(log))
@@ -212,8 +213,9 @@ def test_if_running_skip_fail_wait(cli, write, tmp_path):
         assert fail.code == 3 and "chain" in fail.stderr
         short = cli("run", str(slow), "--if-running", "wait", "--wait-timeout", "0.5s")
         assert short.code == 3 and "after waiting" in short.stderr
-        # Generous: waits for the first run's remaining ~3 s, then runs its own.
-        waited = cli("run", str(slow), "--if-running", "wait", "--json", timeout=60)
+        # The same pipeline (by name): waits for the first run's remaining seconds.
+        quick = write("quick.toml", CHAIN.format(log=tmp_path / "log2", sleep=0))
+        waited = cli("run", str(quick), "--if-running", "wait", "--json", timeout=90)
         assert waited.code == 0, waited.stderr
         assert proc.poll() is not None  # it only started once the first had finished
     finally:
