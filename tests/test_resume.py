@@ -8,7 +8,12 @@ import sys
 import time
 
 import orjson
+import pytest
 from tasks.sidefx import runs_of
+
+from dagrun import api
+from dagrun.errors import UsageError
+from dagrun.store.journal import read_journal
 
 CHAIN = """
 [pipeline]
@@ -261,3 +266,37 @@ def test_resume_on_a_terminal_shows_repairs_and_the_live_display(cli, write, tmp
     assert "repaired b: cancelled -> pending" in screen and "\x1b[" in screen
     code, screen = _run_on_tty(["resume", "tty"], {})
     assert code == 0 and "already succeeded" in screen, screen
+
+
+@pytest.mark.parametrize("mode", ["fast", "atomic", "durable"])
+def test_every_durability_mode_runs_and_resumes(cli, write, tmp_path, mode):
+    log = tmp_path / "log"
+    spec = write("chain.toml", CHAIN.format(log=log, sleep=2))
+    r = cli("run", str(spec), "--run-id", "d", "--durability", mode, "--deadline", "1s",
+            "--json")
+    assert r.code == 130, r.stderr
+    done = cli("resume", "d", "--json", "--deadline", "60s", "--durability", mode)
+    assert done.code == 0, done.stderr
+    assert done.json["tasks"]["c"]["output"] == 111
+    assert read_journal(tmp_path / "state" / "runs" / "d" / "journal").bad_lines == []
+
+
+def test_api_resume_retries_named_dead_letters_only(write, tmp_path):
+    flag = tmp_path / "flag"
+    flag.touch()
+    spec = write("f.toml", f"""
+        [tasks.x]
+        call = "sidefx:fail_if"
+        kwargs = {{ log = "{tmp_path / 'log'}", name = "x", flag = "{flag}" }}
+        [tasks.y]
+        call = "sidefx:fail_if"
+        kwargs = {{ log = "{tmp_path / 'log'}", name = "y", flag = "{flag}" }}
+    """)
+    state = tmp_path / "state"
+    assert api.run(spec, state_dir=state, run_id="f").status == "failed"
+    flag.unlink()
+    with pytest.raises(UsageError, match="no task 'nope'"):
+        api.resume("f", state_dir=state, retry_tasks=["nope"])
+    result = api.resume("f", state_dir=state, retry_tasks=["x"])
+    assert result.tasks["x"].state == "completed" and result.tasks["y"].state == "dead_lettered"
+    assert result.exit_code == 1
