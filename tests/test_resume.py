@@ -271,8 +271,8 @@ def test_resume_on_a_terminal_shows_repairs_and_the_live_display(cli, write, tmp
 @pytest.mark.parametrize("mode", ["fast", "atomic", "durable"])
 def test_every_durability_mode_runs_and_resumes(cli, write, tmp_path, mode):
     log = tmp_path / "log"
-    spec = write("chain.toml", CHAIN.format(log=log, sleep=2))
-    r = cli("run", str(spec), "--run-id", "d", "--durability", mode, "--deadline", "1s",
+    spec = write("chain.toml", CHAIN.format(log=log, sleep=1))
+    r = cli("run", str(spec), "--run-id", "d", "--durability", mode, "--deadline", "0.5s",
             "--json")
     assert r.code == 130, r.stderr
     done = cli("resume", "d", "--json", "--deadline", "60s", "--durability", mode)
