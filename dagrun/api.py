@@ -142,7 +142,8 @@ def resume(
     state = StateDir(state_dir)
     gc_pause = _GcPause()  # loading 100k tasks' state: 2x faster without the cyclic GC
     try:
-        info = state.open_run(run_id)  # checks the id; exit 2 naming run.json if unreadable
+        before = _identity(state.run_path(run_id) / "run.json")  # run_path checks the id
+        info = state.open_run(run_id)  # exit 2 naming run.json if unreadable
     except BaseException:
         gc_pause.end()
         raise
@@ -150,6 +151,8 @@ def resume(
     plock: PipelineLock | None = None
     try:
         lock.acquire()
+        if _identity(info.path / "run.json") != before:
+            info = state.open_run(run_id)  # a `resume --spec` replaced it meanwhile
         spec = info.spec
         changed: set[str] = set()
         if spec_path is not None:
@@ -217,6 +220,14 @@ def resume(
         lock.release()
 
 
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 class _GcPause:
     """Pauses the cyclic GC while state is loaded; at the end, freezes what was
     loaded (it lives as long as the run: later collections need not scan it)."""
@@ -261,10 +272,15 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
             with _signals_to(token, executor):
                 executor.start()
                 try:
+                    reporter = reporter or QuietReporter()
                     scheduler = Scheduler(
-                        spec, info.run_id, journal, executor, reporter or QuietReporter(),
+                        spec, info.run_id, journal, executor, reporter,
                         statuses=statuses, cancel=token, deadline=settings.get("deadline"))
-                    return scheduler.run()
+                    try:
+                        return scheduler.run()
+                    except BaseException:
+                        getattr(reporter, "abort", lambda: None)()  # e.g. a full disk
+                        raise
                 finally:
                     executor.shutdown()
         finally:
