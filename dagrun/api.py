@@ -21,6 +21,7 @@ from dagrun.spec import DEFAULT_DURABILITY, DURABILITY_MODES, PipelineSpec, load
 
 if TYPE_CHECKING:
     from dagrun.scheduler import CancelToken, Reporter
+    from dagrun.store.repair import Repaired
     from dagrun.store.runs import RunInfo
 
 SpecLike = "str | os.PathLike[str] | PipelineSpec | Pipeline"
@@ -133,9 +134,7 @@ def resume(
     succeeded, returns its stored result and runs nothing.
     """
     from dagrun.report import QuietReporter
-    from dagrun.store.journal import read_journal
     from dagrun.store.records import FORMAT_VERSION, frame
-    from dagrun.store.repair import fold, repair
     from dagrun.store.runs import Lock, PipelineLock, StateDir, write_atomic
 
     reporter = reporter or QuietReporter()
@@ -161,32 +160,7 @@ def resume(
                        if tid not in spec.tasks or spec.tasks[tid].definition() != t.definition()}
             spec = new
         mode = resolve_durability(durability or info.meta["settings"].get("durability"), spec)
-        contents = read_journal(info.journal_path)
-        for number in contents.bad_lines:
-            reporter.message(f"warning: {info.journal_path} line {number} is corrupt "
-                             "(checksum mismatch); ignored — its task re-runs if that was "
-                             "its last record")
-        if contents.torn_tail:
-            reporter.message(f"ignored the torn last line of {info.journal_path} "
-                             "(cut short when dagrun stopped)")
-        folded = fold(contents.records, spec.tasks)
-        if folded.malformed:
-            reporter.message(f"warning: {info.journal_path}: ignored {folded.malformed} "
-                             "records of an unknown format")
-        retry = set(retry_tasks or ())
-        unknown = sorted(retry - set(spec.tasks))
-        if unknown:
-            raise UsageError(f"run {run_id!r} has no task {unknown[0]!r}")
-        if retry_failed:
-            retry |= {tid for tid, rec in folded.last.items() if rec["state"] == "dead_lettered"}
-        for tid in sorted(retry):
-            rec = folded.last.get(tid)
-            if rec is None or rec["state"] != "dead_lettered":
-                state_now = rec["state"] if rec else "pending"
-                reporter.message(f"task {tid} is {state_now}, not dead-lettered: "
-                                 "nothing to retry")
-        repaired = repair(spec, folded, retry=retry, changed=changed)
-        del contents, folded
+        repaired = _load_and_repair(info, spec, changed, retry_tasks, retry_failed, reporter)
         gc_pause.end()
         if not repaired.changed and repaired.previously == "succeeded" and all(
                 st.state.value == "completed" for st in repaired.statuses.values()):
@@ -218,6 +192,41 @@ def resume(
         if plock is not None:
             plock.release()
         lock.release()
+
+
+def _load_and_repair(info: RunInfo, spec: PipelineSpec, changed: set[str],
+                     retry_tasks: Iterable[str] | None, retry_failed: bool,
+                     reporter: Reporter) -> Repaired:
+    """The run's journal, verified line by line (bad lines named in warnings),
+    folded and repaired into the task states to resume from."""
+    from dagrun.store.journal import read_journal
+    from dagrun.store.repair import fold, repair
+
+    contents = read_journal(info.journal_path)
+    for number in contents.bad_lines:
+        reporter.message(f"warning: {info.journal_path} line {number} is corrupt "
+                         "(checksum mismatch); ignored — its task re-runs if that was "
+                         "its last record")
+    if contents.torn_tail:
+        reporter.message(f"ignored the torn last line of {info.journal_path} "
+                         "(cut short when dagrun stopped)")
+    folded = fold(contents.records, spec.tasks)
+    del contents
+    if folded.malformed:
+        reporter.message(f"warning: {info.journal_path}: ignored {folded.malformed} "
+                         "records of an unknown format")
+    retry = set(retry_tasks or ())
+    unknown = sorted(retry - set(spec.tasks))
+    if unknown:
+        raise UsageError(f"run {info.run_id!r} has no task {unknown[0]!r}")
+    if retry_failed:
+        retry |= {tid for tid, rec in folded.last.items() if rec["state"] == "dead_lettered"}
+    for tid in sorted(retry):
+        rec = folded.last.get(tid)
+        if rec is None or rec["state"] != "dead_lettered":
+            reporter.message(f"task {tid} is {rec['state'] if rec else 'pending'}, "
+                             "not dead-lettered: nothing to retry")
+    return repair(spec, folded, retry=retry, changed=changed)
 
 
 def _identity(path: Path) -> tuple[int, int, int] | None:
