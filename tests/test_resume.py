@@ -300,3 +300,21 @@ def test_api_resume_retries_named_dead_letters_only(write, tmp_path):
     result = api.resume("f", state_dir=state, retry_tasks=["x"])
     assert result.tasks["x"].state == "completed" and result.tasks["y"].state == "dead_lettered"
     assert result.exit_code == 1
+
+
+def test_a_sigkilled_run_never_blocks_the_next_cron_run(cli, write, tmp_path):
+    log = tmp_path / "log"
+    spec = write("chain.toml", CHAIN.format(log=log, sleep=30))
+    proc = start("run", str(spec), "--if-running", "fail")
+    wait_for(lambda: "b" in runs_of(log))
+    proc.kill()
+    proc.communicate(timeout=30)
+    quick = write("quick.toml", CHAIN.format(log=tmp_path / "log2", sleep=0))
+    # Its workers die with it within moments (their sentinel); none holds the lock.
+    end = time.monotonic() + 10
+    while True:
+        r = cli("run", str(quick), "--if-running", "fail", "--json")
+        if r.code != 3 or time.monotonic() > end:
+            break
+        time.sleep(0.2)
+    assert r.code == 0, r.stderr
