@@ -20,6 +20,7 @@ from dagrun.model import RunResult, TaskStatus
 from dagrun.spec import DEFAULT_DURABILITY, DURABILITY_MODES, PipelineSpec, load_spec
 
 if TYPE_CHECKING:
+    from dagrun.dlq import Letter
     from dagrun.scheduler import CancelToken, Reporter
     from dagrun.store.repair import Repaired
     from dagrun.store.runs import RunInfo
@@ -277,14 +278,18 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
             settings["workers"], base_dir=spec.base_dir,
             max_tasks_per_worker=spec.max_tasks_per_worker)
         token = CancelToken()
+        if statuses is None:
+            statuses = {tid: TaskStatus() for tid in spec.tasks}
+        reporter = reporter or QuietReporter()
+        hooks = fault_hooks(info, spec, statuses, notify=reporter.message)
         try:
             with _signals_to(token, executor):
                 executor.start()
                 try:
-                    reporter = reporter or QuietReporter()
                     scheduler = Scheduler(
                         spec, info.run_id, journal, executor, reporter,
-                        statuses=statuses, cancel=token, deadline=settings.get("deadline"))
+                        statuses=statuses, cancel=token, deadline=settings.get("deadline"),
+                        hooks=hooks)
                     try:
                         return scheduler.run()
                     except BaseException:
@@ -297,6 +302,23 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
     finally:
         if own_lock:
             lock.release()
+
+
+def fault_hooks(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus],
+                notify: Any = None) -> Any:
+    """The dead-letter queue and circuit breakers, as scheduler hooks."""
+    from dagrun.breaker import BreakerGate, BreakerStore
+    from dagrun.dlq import DeadLetterOffice, DeadLetterQueue
+    from dagrun.scheduler import SchedulerHooks
+
+    state_root = info.path.parent.parent  # STATE_DIR/runs/RUN_ID -> STATE_DIR
+    office = DeadLetterOffice(DeadLetterQueue(state_root), info.run_id, spec, statuses)
+    office.reconcile()
+    gate = None
+    if any(t.breaker for t in spec.tasks.values()):
+        gate = BreakerGate(spec, BreakerStore(state_root), notify=notify)
+    return SchedulerHooks(on_dead_letter=office.on_dead_letter,
+                          on_completed=office.on_completed, gate=gate)
 
 
 @contextmanager
@@ -329,3 +351,60 @@ def _signals_to(token: CancelToken, executor: Any) -> Iterator[None]:
 
 def state_path(state_dir: str | os.PathLike[str]) -> Path:
     return Path(state_dir)
+
+
+# ---------------------------------------------------------------- dead letters
+
+
+def dlq_list(*, state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
+             run_id: str | None = None) -> tuple[list[Letter], list[str]]:
+    """Every readable letter (of one run, or all), oldest run first; and the
+    paths of corrupt letters (checksum failed), which are skipped."""
+    from dagrun.dlq import DeadLetterQueue
+
+    letters, corrupt = [], []
+    for rid, task, letter in DeadLetterQueue(state_dir).scan(run_id):
+        if letter is None:
+            corrupt.append(f"{rid}/{task}")
+        else:
+            letters.append(letter)
+    return letters, corrupt
+
+
+def dlq_show(run_id: str, task: str, *,
+             state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR) -> Letter:
+    from dagrun.dlq import DeadLetterQueue
+
+    return DeadLetterQueue(state_dir).get(run_id, task)
+
+
+def dlq_purge(*, state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
+              run_id: str | None = None, older_than: float | None = None) -> int:
+    from dagrun.dlq import DeadLetterQueue
+
+    return DeadLetterQueue(state_dir).purge(run_id=run_id, older_than=older_than)
+
+
+def dlq_retry(run_id: str, tasks: list[str] | tuple[str, ...] = (), *,
+              state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
+              durability: str | None = None, deadline: float | None = None,
+              reporter: Reporter | None = None) -> RunResult:
+    """Resume `run_id`, giving the dead-lettered `tasks` (default: every task of the
+    run with a letter) a fresh retry budget, with their skipped dependents. A task
+    that completes loses its letter (the on_completed hook)."""
+    from dagrun.dlq import DeadLetterQueue
+    from dagrun.store.runs import StateDir
+
+    StateDir(state_dir).open_run(run_id)  # an unknown run: the same error as resume
+    queue = DeadLetterQueue(state_dir)
+    lettered = queue.tasks(run_id)
+    if tasks:
+        for task in tasks:
+            queue.get(run_id, task)  # a clear error for a task without a letter
+        chosen = list(dict.fromkeys(tasks))
+    elif lettered:
+        chosen = lettered
+    else:
+        raise UsageError(f"run {run_id!r} has no dead letters (see `dagrun dlq list`)")
+    return resume(run_id, state_dir=state_dir, retry_tasks=chosen, durability=durability,
+                  deadline=deadline, reporter=reporter)

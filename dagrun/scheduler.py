@@ -6,8 +6,11 @@ Outline of Scheduler.run():
     loop:
         cancel requested (signal, deadline)?  -> stop running tasks, record, stop
         retry timers that are due            -> ready heap
+        gate (circuit breakers), if any      -> tasks it releases -> ready heap;
+                  tasks held past max_wait -> dead-lettered (no attempt used)
         dispatch: while the executor has a free slot, pop the highest-priority
-                  ready task (FIFO among equals), record it `running`, submit
+                  ready task (FIFO among equals); the gate may hold it instead;
+                  record it `running`, submit
         nothing running, ready or waiting    -> done
         poll the executor for results
         for each result: decide (completed / retry later / dead-letter + skip
@@ -75,12 +78,23 @@ class CancelToken:
             self.force = True
 
 
+class Gate(Protocol):
+    """Holds tasks back without using an attempt (circuit breakers: breaker.py)."""
+
+    def admit(self, tid: str) -> bool: ...  # False: the gate now holds the task
+    def settle(self, result: AttemptResult) -> None: ...
+    def due(self) -> tuple[list[str], list[tuple[str, TaskError]]]: ...  # release, expire
+    def wait_time(self) -> float | None: ...
+    def holding(self) -> bool: ...
+
+
 @dataclass
 class SchedulerHooks:
     """Extension points for policies living outside the loop (DLQ, breakers)."""
 
     on_dead_letter: Callable[[str, TaskStatus], None] | None = None
     on_completed: Callable[[str, TaskStatus], None] | None = None
+    gate: Gate | None = None
 
 
 class Scheduler:
@@ -162,8 +176,11 @@ class Scheduler:
                 _, _, tid = heapq.heappop(self.timers)
                 self.status[tid].state = TaskState.PENDING
                 self._push_ready(tid)
+            if self.hooks.gate is not None:
+                self._gate_due(self.hooks.gate)
             self._dispatch()
-            if not self.running and not self.ready and not self.timers:
+            if not self.running and not self.ready and not self.timers and not (
+                    self.hooks.gate is not None and self.hooks.gate.holding()):
                 break
             results = self.executor.poll(self._wait_time(now))
             if results:
@@ -182,6 +199,8 @@ class Scheduler:
             waits.append(self.timers[0][0] - now)
         if self.deadline_at is not None:
             waits.append(self.deadline_at - now)
+        if self.hooks.gate is not None:
+            waits.append(self.hooks.gate.wait_time())
         waits.append(self.journal.sync_due_in())
         finite = [max(0.0, w) for w in waits if w is not None]
         return min(finite) if finite else None
@@ -196,6 +215,8 @@ class Scheduler:
             st = self.status[tid]
             if st.state != TaskState.PENDING:
                 continue
+            if self.hooks.gate is not None and not self.hooks.gate.admit(tid):
+                continue  # held (e.g. its circuit is open): no attempt, no worker
             t = tasks[tid]
             st.state = TaskState.RUNNING
             st.attempts += 1
@@ -230,6 +251,8 @@ class Scheduler:
             tid = r.task_id
             st = self.status[tid]
             t = self.spec.tasks[tid]
+            if self.hooks.gate is not None:
+                self.hooks.gate.settle(r)
             if r.cancelled:
                 # Cut short by dagrun itself: does not count against the retries.
                 st.attempts -= 1
@@ -282,6 +305,29 @@ class Scheduler:
                 self.waiting[child] = n
                 if n == 0 and self.status[child].state == TaskState.PENDING:
                     self._push_ready(child)
+
+    def _gate_due(self, gate: Gate) -> None:
+        """Tasks the gate lets go rejoin the ready heap; those it held too long
+        are dead-lettered without an attempt (e.g. "circuit NAME open")."""
+        release, expired = gate.due()
+        for tid in release:
+            if self.status[tid].state == TaskState.PENDING:
+                self._push_ready(tid)
+        if not expired:
+            return
+        records: list[dict[str, Any]] = []
+        for tid, error in expired:
+            st = self.status[tid]
+            st.state = TaskState.DEAD_LETTERED
+            st.error = error
+            records.append(self._record(tid))
+        for tid, _ in expired:
+            records += self._skip_descendants(tid)
+        self.journal.append(records)
+        for tid, _ in expired:
+            self.reporter.task_finished(tid, self.status[tid])
+            if self.hooks.on_dead_letter:
+                self.hooks.on_dead_letter(tid, self.status[tid])
 
     def _skip_descendants(self, failed: str) -> list[dict[str, Any]]:
         records = []

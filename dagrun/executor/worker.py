@@ -113,13 +113,20 @@ def _serve(req_fd: int, res_fd: int) -> None:
         if body is None:
             return
         msg = orjson.loads(body)
-        wire.write_all(res_fd, wire.encode_raw(_run_one(msg, functions, resolve)))
+        result, retire = _run_one(msg, functions, resolve)
+        wire.write_all(res_fd, wire.encode_raw(result))
+        if retire:
+            return  # whatever the task leaked goes with this process; the parent forks anew
 
 
-def _run_one(msg: dict[str, Any], functions: dict[str, Any], resolve: Any) -> bytes:
+def _run_one(msg: dict[str, Any], functions: dict[str, Any],
+             resolve: Any) -> tuple[bytes, bool]:
+    """Run one task; (the result message, whether this worker should retire)."""
     os.environ["DAGRUN_RUN_ID"] = msg["run_id"]
     os.environ["DAGRUN_TASK_ID"] = msg["task"]
     os.environ["DAGRUN_ATTEMPT"] = str(msg["attempt"])
+    limit = msg.get("memory_limit")
+    saved = _limit_memory(limit) if limit else None
     started = time.time()
     head = {"id": msg["id"], "started": started}
     try:
@@ -134,15 +141,69 @@ def _run_one(msg: dict[str, Any], functions: dict[str, Any], resolve: Any) -> by
                 f"the task returned a {type(value).__name__}, which is not JSON-serialisable: "
                 f"{exc}; return plain data (dict, list, str, number, bool, None)") from None
     except BaseException as exc:  # a task's failure is data, whatever it raised
+        if saved is not None:
+            _restore_memory(saved)  # first: formatting the error needs memory too
         _flush_std()
         head["ended"] = time.time()
+        types = [c.__name__ for c in type(exc).__mro__[:-1]]
+        if limit and isinstance(exc, MemoryError):
+            head["error"] = {"type": "MemoryLimitExceeded",
+                             "message": f"exceeded memory_limit {format_size(limit)}",
+                             "traceback": traceback.format_exc(),
+                             "types": ["MemoryLimitExceeded", *types]}
+            head["retire"] = True  # tells the parent to send nothing more here
+            return orjson.dumps(head), True
         head["error"] = {"type": type(exc).__name__, "message": _message(exc),
-                         "traceback": traceback.format_exc(),
-                         "types": [c.__name__ for c in type(exc).__mro__[:-1]]}
-        return orjson.dumps(head)
+                         "traceback": traceback.format_exc(), "types": types}
+        return orjson.dumps(head), False
+    finally:
+        if saved is not None:
+            _restore_memory(saved)
     _flush_std()
     head["ended"] = time.time()
-    return orjson.dumps(head)[:-1] + b',"output":' + payload + b"}"
+    return orjson.dumps(head)[:-1] + b',"output":' + payload + b"}", False
+
+
+def _limit_memory(limit: int) -> tuple[int, int] | None:
+    """Cap the address space at its current size + `limit` for the task's duration.
+
+    RLIMIT_AS makes an allocation past the cap fail with MemoryError inside the
+    task, at once, with no polling. It counts address space, not resident pages,
+    so it is a limit on what the task *adds* (the worker's baseline is excluded);
+    each thread the task starts reserves stack and malloc-arena space that counts.
+    Processes the task starts inherit the cap. Linux only (elsewhere: no limit).
+    """
+    try:
+        import resource
+
+        with open("/proc/self/statm", "rb") as fh:
+            size = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        cap = size + limit
+        if hard != resource.RLIM_INFINITY:
+            cap = min(cap, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+        return soft, hard
+    except (OSError, ValueError, ImportError):
+        return None
+
+
+def _restore_memory(saved: tuple[int, int]) -> None:
+    import resource
+
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, saved)
+    except (OSError, ValueError):
+        pass
+
+
+def format_size(n: int) -> str:
+    """512000000 -> "512MB", 536870912 -> "512MiB": the unit the user most likely wrote."""
+    for base, units in ((1000, ("KB", "MB", "GB", "TB")), (1024, ("KiB", "MiB", "GiB", "TiB"))):
+        for power in range(4, 0, -1):
+            if n % base ** power == 0:
+                return f"{n // base ** power}{units[power - 1]}"
+    return f"{n}B"
 
 
 class _NotSerializable(TypeError):
