@@ -22,6 +22,7 @@ from dagrun.spec import DEFAULT_DURABILITY, DURABILITY_MODES, PipelineSpec, load
 if TYPE_CHECKING:
     from dagrun.dlq import Letter
     from dagrun.scheduler import CancelToken, Reporter
+    from dagrun.store.repair import Repaired
     from dagrun.store.runs import RunInfo
 
 SpecLike = "str | os.PathLike[str] | PipelineSpec | Pipeline"
@@ -134,16 +135,15 @@ def resume(
     succeeded, returns its stored result and runs nothing.
     """
     from dagrun.report import QuietReporter
-    from dagrun.store.journal import read_journal
     from dagrun.store.records import FORMAT_VERSION, frame
-    from dagrun.store.repair import fold, repair
     from dagrun.store.runs import Lock, PipelineLock, StateDir, write_atomic
 
     reporter = reporter or QuietReporter()
     state = StateDir(state_dir)
     gc_pause = _GcPause()  # loading 100k tasks' state: 2x faster without the cyclic GC
     try:
-        info = state.open_run(run_id)  # checks the id; exit 2 naming run.json if unreadable
+        before = _identity(state.run_path(run_id) / "run.json")  # run_path checks the id
+        info = state.open_run(run_id)  # exit 2 naming run.json if unreadable
     except BaseException:
         gc_pause.end()
         raise
@@ -151,6 +151,8 @@ def resume(
     plock: PipelineLock | None = None
     try:
         lock.acquire()
+        if _identity(info.path / "run.json") != before:
+            info = state.open_run(run_id)  # a `resume --spec` replaced it meanwhile
         spec = info.spec
         changed: set[str] = set()
         if spec_path is not None:
@@ -159,32 +161,7 @@ def resume(
                        if tid not in spec.tasks or spec.tasks[tid].definition() != t.definition()}
             spec = new
         mode = resolve_durability(durability or info.meta["settings"].get("durability"), spec)
-        contents = read_journal(info.journal_path)
-        for number in contents.bad_lines:
-            reporter.message(f"warning: {info.journal_path} line {number} is corrupt "
-                             "(checksum mismatch); ignored — its task re-runs if that was "
-                             "its last record")
-        if contents.torn_tail:
-            reporter.message(f"ignored the torn last line of {info.journal_path} "
-                             "(cut short when dagrun stopped)")
-        folded = fold(contents.records, spec.tasks)
-        if folded.malformed:
-            reporter.message(f"warning: {info.journal_path}: ignored {folded.malformed} "
-                             "records of an unknown format")
-        retry = set(retry_tasks or ())
-        unknown = sorted(retry - set(spec.tasks))
-        if unknown:
-            raise UsageError(f"run {run_id!r} has no task {unknown[0]!r}")
-        if retry_failed:
-            retry |= {tid for tid, rec in folded.last.items() if rec["state"] == "dead_lettered"}
-        for tid in sorted(retry):
-            rec = folded.last.get(tid)
-            if rec is None or rec["state"] != "dead_lettered":
-                state_now = rec["state"] if rec else "pending"
-                reporter.message(f"task {tid} is {state_now}, not dead-lettered: "
-                                 "nothing to retry")
-        repaired = repair(spec, folded, retry=retry, changed=changed)
-        del contents, folded
+        repaired = _load_and_repair(info, spec, changed, retry_tasks, retry_failed, reporter)
         gc_pause.end()
         if not repaired.changed and repaired.previously == "succeeded" and all(
                 st.state.value == "completed" for st in repaired.statuses.values()):
@@ -216,6 +193,49 @@ def resume(
         if plock is not None:
             plock.release()
         lock.release()
+
+
+def _load_and_repair(info: RunInfo, spec: PipelineSpec, changed: set[str],
+                     retry_tasks: Iterable[str] | None, retry_failed: bool,
+                     reporter: Reporter) -> Repaired:
+    """The run's journal, verified line by line (bad lines named in warnings),
+    folded and repaired into the task states to resume from."""
+    from dagrun.store.journal import read_journal
+    from dagrun.store.repair import fold, repair
+
+    contents = read_journal(info.journal_path)
+    for number in contents.bad_lines:
+        reporter.message(f"warning: {info.journal_path} line {number} is corrupt "
+                         "(checksum mismatch); ignored — its task re-runs if that was "
+                         "its last record")
+    if contents.torn_tail:
+        reporter.message(f"ignored the torn last line of {info.journal_path} "
+                         "(cut short when dagrun stopped)")
+    folded = fold(contents.records, spec.tasks)
+    del contents
+    if folded.malformed:
+        reporter.message(f"warning: {info.journal_path}: ignored {folded.malformed} "
+                         "records of an unknown format")
+    retry = set(retry_tasks or ())
+    unknown = sorted(retry - set(spec.tasks))
+    if unknown:
+        raise UsageError(f"run {info.run_id!r} has no task {unknown[0]!r}")
+    if retry_failed:
+        retry |= {tid for tid, rec in folded.last.items() if rec["state"] == "dead_lettered"}
+    for tid in sorted(retry):
+        rec = folded.last.get(tid)
+        if rec is None or rec["state"] != "dead_lettered":
+            reporter.message(f"task {tid} is {rec['state'] if rec else 'pending'}, "
+                             "not dead-lettered: nothing to retry")
+    return repair(spec, folded, retry=retry, changed=changed)
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 class _GcPause:
@@ -260,16 +280,21 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
         token = CancelToken()
         if statuses is None:
             statuses = {tid: TaskStatus() for tid in spec.tasks}
-        hooks = fault_hooks(info, spec, statuses, notify=(reporter or QuietReporter()).message)
+        reporter = reporter or QuietReporter()
+        hooks = fault_hooks(info, spec, statuses, notify=reporter.message)
         try:
             with _signals_to(token, executor):
                 executor.start()
                 try:
                     scheduler = Scheduler(
-                        spec, info.run_id, journal, executor, reporter or QuietReporter(),
+                        spec, info.run_id, journal, executor, reporter,
                         statuses=statuses, cancel=token, deadline=settings.get("deadline"),
                         hooks=hooks)
-                    return scheduler.run()
+                    try:
+                        return scheduler.run()
+                    except BaseException:
+                        getattr(reporter, "abort", lambda: None)()  # e.g. a full disk
+                        raise
                 finally:
                     executor.shutdown()
         finally:

@@ -43,6 +43,9 @@ class QuietReporter:
     def tick(self) -> None:
         pass
 
+    def abort(self) -> None:
+        """The run stopped on an error (its one line is printed by the caller)."""
+
     def finish(self, result: RunResult) -> None:
         if result.status == "cancelled":
             print(f"dagrun: run {result.run_id} cancelled; run `dagrun resume "
@@ -122,6 +125,9 @@ class LiveReporter(PlainReporter):
                 highlight=False)
 
     def message(self, text: str) -> None:
+        if getattr(self, "live", None) is None:  # before start(): resume's repair lines
+            super().message(text)
+            return
         self.live.console.print(f"dagrun: {text}", markup=False, highlight=False)
 
     def tick(self) -> None:
@@ -129,6 +135,10 @@ class LiveReporter(PlainReporter):
         if now - self._last >= 0.1:
             self._last = now
             self.live.update(self._render(), refresh=True)
+
+    def abort(self) -> None:
+        if getattr(self, "live", None) is not None:
+            self.live.stop()  # the run stopped on an error: give the terminal back
 
     def finish(self, result: RunResult) -> None:
         self.live.stop()

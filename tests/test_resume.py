@@ -8,7 +8,12 @@ import sys
 import time
 
 import orjson
+import pytest
 from tasks.sidefx import runs_of
+
+from dagrun import api
+from dagrun.errors import UsageError
+from dagrun.store.journal import read_journal
 
 CHAIN = """
 [pipeline]
@@ -200,7 +205,8 @@ def test_second_process_on_the_same_run_exits_3_naming_the_pid(cli, write, tmp_p
 
 def test_if_running_skip_fail_wait(cli, write, tmp_path):
     log = tmp_path / "log"
-    slow = write("chain.toml", CHAIN.format(log=log, sleep=3))
+    # b runs 8 s: long enough for the three checks below even on a slow machine.
+    slow = write("chain.toml", CHAIN.format(log=log, sleep=8))
     proc = start("run", str(slow), "--run-id", "first")
     try:
         wait_for(lambda: "b" in runs_of(log))
@@ -212,8 +218,9 @@ def test_if_running_skip_fail_wait(cli, write, tmp_path):
         assert fail.code == 3 and "chain" in fail.stderr
         short = cli("run", str(slow), "--if-running", "wait", "--wait-timeout", "0.5s")
         assert short.code == 3 and "after waiting" in short.stderr
-        # Generous: waits for the first run's remaining ~3 s, then runs its own.
-        waited = cli("run", str(slow), "--if-running", "wait", "--json", timeout=60)
+        # The same pipeline (by name): waits for the first run's remaining seconds.
+        quick = write("quick.toml", CHAIN.format(log=tmp_path / "log2", sleep=0))
+        waited = cli("run", str(quick), "--if-running", "wait", "--json", timeout=90)
         assert waited.code == 0, waited.stderr
         assert proc.poll() is not None  # it only started once the first had finished
     finally:
@@ -245,3 +252,69 @@ def test_a_corrupt_record_mid_journal_reruns_only_its_task(cli, write, tmp_path)
     assert f"{journal} line {number + 1} is corrupt" in r.stderr
     assert r.json["tasks"]["a"]["output"] == 1  # re-run, never the changed value
     assert runs_of(log) == {"a": 2, "b": 1, "c": 1}  # its completed dependents stay
+
+
+def test_resume_on_a_terminal_shows_repairs_and_the_live_display(cli, write, tmp_path):
+    from test_report import _run_on_tty
+
+    log = tmp_path / "log"
+    spec = write("chain.toml", CHAIN.format(log=log, sleep=2))
+    assert cli("run", str(spec), "--run-id", "tty", "--deadline", "1s").code == 130
+    # The run's 1 s deadline applies to each resume too, unless given anew.
+    code, screen = _run_on_tty(["resume", "tty", "--deadline", "60s"], {})
+    assert code == 0, screen
+    assert "repaired b: cancelled -> pending" in screen and "\x1b[" in screen
+    code, screen = _run_on_tty(["resume", "tty"], {})
+    assert code == 0 and "already succeeded" in screen, screen
+
+
+@pytest.mark.parametrize("mode", ["fast", "atomic", "durable"])
+def test_every_durability_mode_runs_and_resumes(cli, write, tmp_path, mode):
+    log = tmp_path / "log"
+    spec = write("chain.toml", CHAIN.format(log=log, sleep=1))
+    r = cli("run", str(spec), "--run-id", "d", "--durability", mode, "--deadline", "0.5s",
+            "--json")
+    assert r.code == 130, r.stderr
+    done = cli("resume", "d", "--json", "--deadline", "60s", "--durability", mode)
+    assert done.code == 0, done.stderr
+    assert done.json["tasks"]["c"]["output"] == 111
+    assert read_journal(tmp_path / "state" / "runs" / "d" / "journal").bad_lines == []
+
+
+def test_api_resume_retries_named_dead_letters_only(write, tmp_path):
+    flag = tmp_path / "flag"
+    flag.touch()
+    spec = write("f.toml", f"""
+        [tasks.x]
+        call = "sidefx:fail_if"
+        kwargs = {{ log = "{tmp_path / 'log'}", name = "x", flag = "{flag}" }}
+        [tasks.y]
+        call = "sidefx:fail_if"
+        kwargs = {{ log = "{tmp_path / 'log'}", name = "y", flag = "{flag}" }}
+    """)
+    state = tmp_path / "state"
+    assert api.run(spec, state_dir=state, run_id="f").status == "failed"
+    flag.unlink()
+    with pytest.raises(UsageError, match="no task 'nope'"):
+        api.resume("f", state_dir=state, retry_tasks=["nope"])
+    result = api.resume("f", state_dir=state, retry_tasks=["x"])
+    assert result.tasks["x"].state == "completed" and result.tasks["y"].state == "dead_lettered"
+    assert result.exit_code == 1
+
+
+def test_a_sigkilled_run_never_blocks_the_next_cron_run(cli, write, tmp_path):
+    log = tmp_path / "log"
+    spec = write("chain.toml", CHAIN.format(log=log, sleep=30))
+    proc = start("run", str(spec), "--if-running", "fail")
+    wait_for(lambda: "b" in runs_of(log))
+    proc.kill()
+    proc.communicate(timeout=30)
+    quick = write("quick.toml", CHAIN.format(log=tmp_path / "log2", sleep=0))
+    # Its workers die with it within moments (their sentinel); none holds the lock.
+    end = time.monotonic() + 10
+    while True:
+        r = cli("run", str(quick), "--if-running", "fail", "--json")
+        if r.code != 3 or time.monotonic() > end:
+            break
+        time.sleep(0.2)
+    assert r.code == 0, r.stderr

@@ -32,6 +32,7 @@ from typing import Any
 from dagrun.graph import dependents_map, descendants
 from dagrun.model import TaskError, TaskState, TaskStatus
 from dagrun.spec import PipelineSpec
+from dagrun.store.records import FORMAT_VERSION
 
 _STATES = {s.value: s for s in TaskState}
 # Per kind of repair, name at most this many tasks one line each, then a tally:
@@ -63,7 +64,7 @@ def fold(records: Iterable[dict[str, Any]], task_ids: Mapping[str, Any]) -> Fold
             continue  # a task removed by `resume --spec`
         state = rec.get("state")
         attempts = rec.get("attempts")
-        if (rec.get("v") != 1 or state not in _STATES or not isinstance(attempts, int)
+        if (rec.get("v") != FORMAT_VERSION or state not in _STATES or not isinstance(attempts, int)
                 or attempts < 0 or (state == "completed" and "output" not in rec)):
             out.malformed += 1
             continue
