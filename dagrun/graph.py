@@ -37,8 +37,8 @@ def check_graph(spec: PipelineSpec) -> None:
 def find_cycle(tasks: Mapping[str, TaskSpec]) -> list[str]:
     """The tasks of one cycle in dependency order (a -> b means b depends on a), or []."""
     # Kahn's algorithm first: linear, and for the usual acyclic graph the only
-    # work done (networkx's find_cycle walks a 100k-task DAG in minutes, and
-    # importing networkx alone costs ~0.3 s). What it cannot peel off holds
+    # work done (networkx's find_cycle took ~2 s on a 2,000-task layered DAG, 6 s
+    # on 10,000; importing networkx costs ~0.3 s). What it cannot peel off holds
     # every cycle; networkx names one there.
     waiting = {tid: len(t.deps) for tid, t in tasks.items()}
     dependents = dependents_map(tasks)
