@@ -27,6 +27,7 @@ from dagrun.model import Attempt, AttemptResult, TaskError
 # for short tasks. A queued task's deadline starts when the parent reads the
 # result of the task before it, so it can only be late, never early.
 PREFETCH = 1
+WORKER_LOST_PIPE = 70  # worker.py's exit code when its own loop fails
 SHORT_TASK = 0.005  # seconds
 
 
@@ -38,6 +39,9 @@ class _Worker:
     sentinel: int
     pidfd: int = -1  # readable when the worker exits (Linux >= 5.3), see _spawn
     buf: bytearray = field(default_factory=bytearray)
+    out: bytearray = field(default_factory=bytearray)  # request bytes not yet written
+    writing: bool = False  # req_fd registered for EVENT_WRITE
+    eof: bool = False  # result pipe closed; waiting for the pidfd to reap
     inflight: deque[tuple[int, Attempt]] = field(default_factory=deque)
     head_started: float = 0.0  # when the first in-flight attempt started (parent clock)
     head_wall: float = 0.0  # the same, wall clock: the start of an attempt that dies
@@ -60,6 +64,13 @@ class _Worker:
 @dataclass(eq=False)
 class _Exited:
     """Selector data of a worker's pidfd."""
+
+    worker: _Worker
+
+
+@dataclass(eq=False)
+class _Writable:
+    """Selector data of a worker's request pipe while a request is being sent."""
 
     worker: _Worker
 
@@ -119,6 +130,9 @@ class ProcessExecutor:
         except OSError:
             pass
         os.set_blocking(res_r, False)
+        # Never block on a worker: a busy worker may itself be blocked writing a
+        # result we would not read while stuck in write() (a deadlock).
+        os.set_blocking(req_w, False)
         worker = _Worker(pid=pid, req_fd=req_w, res_fd=res_r, sentinel=sentinel)
         self._workers[res_r] = worker
         self._sel.register(res_r, selectors.EVENT_READ, worker)
@@ -139,6 +153,7 @@ class ProcessExecutor:
     def shutdown(self) -> None:
         self._closing = True
         for w in list(self._workers.values()):
+            self._stop_writing(w)
             _close(w.req_fd)  # an idle worker exits when its pipe closes
         end = time.monotonic() + 2.0
         while self._workers and time.monotonic() < end:
@@ -184,10 +199,36 @@ class ProcessExecutor:
             worker.head_started = time.monotonic()
             worker.head_wall = time.time()
         worker.inflight.append((msg_id, attempt))
-        try:
-            wire.write_all(worker.req_fd, payload)
-        except OSError:
-            pass  # the worker died; its EOF reports the attempt as crashed
+        worker.out += payload
+        self._flush(worker)
+
+    def _flush(self, worker: _Worker) -> None:
+        """Write what the pipe takes now; the selector resumes when it has room."""
+        out = worker.out
+        while out:
+            try:
+                written = os.write(worker.req_fd, out)
+            except BlockingIOError:
+                break
+            except InterruptedError:
+                continue
+            except OSError:
+                out.clear()  # the worker died: its exit reports the attempt
+                break
+            del out[:written]
+        if out and not worker.writing:
+            self._sel.register(worker.req_fd, selectors.EVENT_WRITE, _Writable(worker))
+            worker.writing = True
+        elif not out:
+            self._stop_writing(worker)
+
+    def _stop_writing(self, worker: _Worker) -> None:
+        if worker.writing:
+            worker.writing = False
+            try:
+                self._sel.unregister(worker.req_fd)
+            except (KeyError, ValueError):
+                pass
 
     def _pick(self) -> _Worker:
         queued = None
@@ -222,9 +263,15 @@ class ProcessExecutor:
             if isinstance(worker, _Exited):
                 worker = worker.worker
                 if self._workers.get(worker.res_fd) is worker:
-                    self._read(worker, results)  # results it sent before exiting
+                    if not worker.eof:
+                        self._read(worker, results)  # results it sent before exiting
                     if self._workers.get(worker.res_fd) is worker:
                         self._reap(worker, results)
+                continue
+            if isinstance(worker, _Writable):
+                worker = worker.worker
+                if self._workers.get(worker.res_fd) is worker:
+                    self._flush(worker)
                 continue
             if self._workers.get(worker.res_fd) is worker:
                 self._read(worker, results)
@@ -255,7 +302,13 @@ class ProcessExecutor:
         for body in wire.split_frames(worker.buf):
             results.append(self._finish(worker, orjson.loads(body)))
         if eof:
-            self._reap(worker, results)
+            if worker.pidfd >= 0:
+                # The pipe closing does not mean the worker exited (a task may
+                # close its fds): reap when the pidfd says so, never block here.
+                worker.eof = True
+                self._sel.unregister(worker.res_fd)
+            else:
+                self._reap(worker, results)
 
     def _finish(self, worker: _Worker, msg: dict) -> AttemptResult:
         msg_id, attempt = worker.inflight.popleft()
@@ -269,6 +322,7 @@ class ProcessExecutor:
         if (self.max_tasks_per_worker and worker.done >= self.max_tasks_per_worker
                 and not worker.retiring):
             worker.retiring = True  # finishes what it holds, then exits on EOF
+            self._stop_writing(worker)
             _close(worker.req_fd)
         error = msg.get("error")
         return AttemptResult(
@@ -309,7 +363,9 @@ class ProcessExecutor:
             os.waitpid(worker.sentinel, 0)
         except ChildProcessError:
             pass
-        self._sel.unregister(worker.res_fd)
+        if not worker.eof:
+            self._sel.unregister(worker.res_fd)
+        self._stop_writing(worker)
         if worker.pidfd >= 0:
             self._sel.unregister(worker.pidfd)
             _close(worker.pidfd)
@@ -353,6 +409,10 @@ class ProcessExecutor:
                 hint = " (segmentation fault)"
             return TaskError("WorkerCrashed", f"the task's process was killed by {name}{hint}",
                              exit_code=code, signal=sig)
+        if code == WORKER_LOST_PIPE:
+            return TaskError("WorkerCrashed", "the task closed or broke its worker's pipes to "
+                             "dagrun (e.g. os.closerange), so its result could not be sent",
+                             exit_code=code, signal=None)
         return TaskError("WorkerCrashed", f"the task's process exited with code {code} "
                          "before returning a result", exit_code=code, signal=None)
 

@@ -55,3 +55,16 @@ def not_json():
 
 def fail(message="boom"):
     raise ValueError(message)
+
+
+def big_list(n=15000):
+    return [f"item-{i:08d}" for i in range(n)]
+
+
+def echo_len(data):
+    return len(data)
+
+
+def close_fds_and_sleep(seconds=30):
+    os.closerange(3, 1024)
+    time.sleep(seconds)
