@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from dagrun.errors import SpecError
@@ -31,6 +33,33 @@ def resolve(call: str) -> Callable[..., Any]:
 
 def check_callables(spec: PipelineSpec) -> None:
     """Import every task's callable and check its signature; run nothing."""
+    with _stdout_to_stderr():
+        _check_callables(spec)
+
+
+@contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """A user module that prints while imported must not pollute dagrun's stdout
+    (it carries only --json output)."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _check_callables(spec: PipelineSpec) -> None:
     add_import_path(spec.base_dir)
     where = spec.source or "<pipeline>"
     cache: dict[str, Callable[..., Any]] = {}
@@ -51,7 +80,7 @@ def check_callables(spec: PipelineSpec) -> None:
                 mod, _, attr = t.call.partition(":")
                 raise SpecError(f"{where}: task {t.id!r}: module {mod!r} has no "
                                 f"attribute {attr!r}") from None
-            except Exception as exc:  # the user's module raised while importing
+            except (Exception, SystemExit) as exc:  # the user's module failed to import
                 raise SpecError(f"{where}: task {t.id!r}: importing {t.call!r} failed: "
                                 f"{type(exc).__name__}: {exc}") from None
         _check_signature(t, fn, where)

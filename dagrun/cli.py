@@ -8,6 +8,7 @@ one line on stderr. Heavy modules are imported inside the commands so that
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -19,10 +20,19 @@ from dagrun.errors import EXIT_CANCELLED, EXIT_USAGE, DagrunError
 F = Callable[..., Any]
 
 
+def _check_state_dir(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if not value or not value.strip():
+        raise click.BadParameter("must not be empty", param_hint="--state-dir")
+    if os.path.exists(value) and not os.path.isdir(value):
+        raise click.BadParameter(f"{value} exists and is not a directory",
+                                 param_hint="--state-dir")
+    return value
+
+
 def state_dir_option(f: F) -> F:
     return click.option(
         "--state-dir", envvar="DAGRUN_STATE_DIR", default=".dagrun", show_default=True,
-        type=click.Path(file_okay=False), help="Where runs, dead letters and locks live "
+        callback=_check_state_dir, help="Where runs, dead letters and locks live "
         "(env DAGRUN_STATE_DIR).")(f)
 
 
@@ -140,8 +150,9 @@ def resume(run_id: str, state_dir: str, json_mode: bool, durability: str | None,
 
 @cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
+@state_dir_option
 @json_option
-def validate(spec: str, json_mode: bool) -> int:
+def validate(spec: str, state_dir: str, json_mode: bool) -> int:
     """Check SPEC, its graph and that every callable imports; run nothing."""
     from dagrun import api
 
@@ -160,7 +171,8 @@ def validate(spec: str, json_mode: bool) -> int:
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["tree", "dot", "mermaid"]),
               default="tree", show_default=True)
-def graph(spec: str, fmt: str) -> int:
+@state_dir_option
+def graph(spec: str, fmt: str, state_dir: str) -> int:
     """Draw the DAG of SPEC (an indented tree, Graphviz dot or Mermaid)."""
     from dagrun import graph as graph_mod
     from dagrun.spec import load_spec
@@ -261,18 +273,34 @@ def dlq_purge(state_dir: str, run_id: str | None, older_than: str | None) -> int
     return 0
 
 
+class Terminated(BaseException):  # noqa: N818 - like KeyboardInterrupt
+    """SIGTERM arrived before a run was under way."""
+
+
+def _raise_terminated(_signum: int, _frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one error line and a documented exit code, never a traceback."""
+    args = sys.argv[1:] if argv is None else argv
+    # SIGTERM before the run's own handlers are in place (while validating or
+    # waiting for a lock) must still end with 130 and one line, like Ctrl-C.
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        code = cli.main(args=argv, prog_name="dagrun", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("dagrun: interrupted", err=True)
+        code = cli.main(args=args, prog_name="dagrun", standalone_mode=False)
+    except (click.exceptions.Abort, KeyboardInterrupt, Terminated):
+        # Before a run exists (validating, waiting for a lock): nothing to resume.
+        click.echo("dagrun: interrupted before the run started; nothing was run", err=True)
+        if "--json" in args:
+            sys.stdout.write('{"run_id":null,"status":"cancelled","tasks":{}}\n')
         code = EXIT_CANCELLED
-    except KeyboardInterrupt:
-        click.echo("dagrun: interrupted", err=True)
-        code = EXIT_CANCELLED
+    except click.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        click.echo(f"dagrun: error: {exc.format_message()}{hint}", err=True)
+        code = exc.exit_code
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"dagrun: error: {exc.format_message()}", err=True)
         code = exc.exit_code
     except DagrunError as exc:
         click.echo(f"dagrun: error: {exc}", err=True)

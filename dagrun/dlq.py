@@ -135,7 +135,11 @@ class DeadLetterQueue:
 
     def run_ids(self) -> list[str]:
         try:
-            return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+            from dagrun.store.runs import RUN_ID
+
+            # Anything else in the folder (a temp dir, a stray copy) is not ours.
+            return sorted(p.name for p in self.root.iterdir()
+                          if p.is_dir() and RUN_ID.match(p.name) and ".." not in p.name)
         except FileNotFoundError:
             return []
 

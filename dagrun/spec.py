@@ -200,7 +200,7 @@ def load_spec(path: str | os.PathLike[str]) -> PipelineSpec:
     gc.disable()
     try:
         doc = _parse_toml(text, label) if suffix == ".toml" else _parse_yaml(text, label)
-        return parse_document(doc, source=label, default_name=p.stem,
+        return parse_document(doc, source=label, default_name=_name_from_stem(p.stem),
                               base_dir=str(p.resolve().parent))
     finally:
         if gc_was_enabled:
@@ -248,6 +248,12 @@ def _parse_yaml(text: str, label: str) -> Any:
 
 
 # ---------------------------------------------------------------- validation
+
+
+def _name_from_stem(stem: str) -> str:
+    """A valid pipeline name from a file name ("my etl" -> "my-etl")."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).lstrip(".-")[:128]
+    return name or "pipeline"
 
 
 def parse_document(doc: Any, *, source: str = "<pipeline>", default_name: str = "pipeline",
@@ -395,7 +401,8 @@ _POLICY_SET = frozenset(POLICY_KEYS)
 def _parse_policy(merged: Mapping[str, Any], breakers: Mapping[str, BreakerSpec],
                   ctx: str) -> dict[str, Any]:
     priority = merged.get("priority", 0)
-    if isinstance(priority, bool) or not isinstance(priority, int):
+    if (isinstance(priority, bool) or not isinstance(priority, int)
+            or not _INT_MIN <= priority <= _INT_MAX):
         raise SpecError(f"{ctx}: 'priority' must be an integer, got {priority!r}")
 
     timeout = _opt_duration(merged, "timeout", ctx, positive=True)
@@ -446,9 +453,21 @@ def _plain(value: Any, ctx: str) -> Any:
         return {str(k): _plain(v, ctx) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v, ctx) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise SpecError(f"{ctx}: integer {value} is out of range (JSON numbers here are "
+                            "64-bit); pass it as a string")
+        return value
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise SpecError(f"{ctx}: {value!r} is not a JSON number; pass it as a string")
         return value
     raise SpecError(f"{ctx}: unsupported value {value!r}")
+
+
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 
 
 def _did_you_mean(word: object, choices: Any) -> str:

@@ -140,6 +140,12 @@ def _run_one(msg: dict[str, Any], functions: dict[str, Any],
             raise _NotSerializable(
                 f"the task returned a {type(value).__name__}, which is not JSON-serialisable: "
                 f"{exc}; return plain data (dict, list, str, number, bool, None)") from None
+        # orjson writes NaN and infinities as null: a silent change of value.
+        # Only outputs containing a null can hide one, so only those are scanned.
+        if b"null" in payload and _has_non_finite(value):
+            raise _NotSerializable(
+                "the task returned NaN or infinity, which JSON cannot represent; return "
+                "None or a string instead")
     except BaseException as exc:  # a task's failure is data, whatever it raised
         if saved is not None:
             _restore_memory(saved)  # first: formatting the error needs memory too
@@ -204,6 +210,20 @@ def format_size(n: int) -> str:
             if n % base ** power == 0:
                 return f"{n // base ** power}{units[power - 1]}"
     return f"{n}B"
+
+
+def _has_non_finite(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, float):
+            if v != v or v in (float("inf"), float("-inf")):
+                return True
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
+    return False
 
 
 class _NotSerializable(TypeError):

@@ -68,3 +68,7 @@ def echo_len(data):
 def close_fds_and_sleep(seconds=30):
     os.closerange(3, 1024)
     time.sleep(seconds)
+
+
+def nan():
+    return {"x": float("nan")}

@@ -1,0 +1,7 @@
+import sys
+
+sys.exit(5)
+
+
+def f():
+    return 1
