@@ -288,7 +288,8 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
                 try:
                     scheduler = Scheduler(
                         spec, info.run_id, journal, executor, reporter,
-                        statuses=statuses, cancel=token, deadline=settings.get("deadline"),
+                        statuses=statuses, cancel=token,
+                        deadline=settings.get("deadline") or None,  # 0: none
                         hooks=hooks)
                     try:
                         return scheduler.run()

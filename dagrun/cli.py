@@ -46,6 +46,8 @@ def duration(value: str | None, name: str) -> float | None:
 
     if value is None:
         return None
+    if value.strip().lower() in ("none", "off"):
+        return 0.0  # explicitly no deadline, overriding the spec's or the run's
     try:
         seconds = parse_duration(value)
     except ValueError as exc:
@@ -79,7 +81,8 @@ def durability_option(f: F) -> F:
 
 def deadline_option(f: F) -> F:
     return click.option("--deadline", help="Cancel the run when it has run this long "
-                        "(e.g. 2h); it stays resumable.")(f)
+                        "(e.g. 2h); it stays resumable. `none` drops the spec's or the "
+                        "run's deadline.")(f)
 
 
 @cli.command()
