@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 
 import orjson
 import pytest
+from proc import start, wait_for
 from tasks.sidefx import runs_of
 
 from dagrun import api
@@ -35,17 +34,6 @@ kwargs = {{ log = "{log}", name = "c", k = 100 }}
 """
 
 
-def start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "dagrun", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-
-
-def wait_for(predicate, timeout: float = 20.0) -> None:
-    # Generous: CI machines are shared and slow to fork workers.
-    end = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < end, "timed out waiting"
-        time.sleep(0.02)
 
 
 def test_sigterm_then_resume_finishes_without_rerunning_completed(cli, write, tmp_path):

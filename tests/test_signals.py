@@ -4,25 +4,11 @@ what they started) are stopped, recorded `cancelled`, exit 130, resumable."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 
 import orjson
+from proc import start, wait_for
 from tasks.sidefx import runs_of
-
-
-def start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "dagrun", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-
-
-def wait_for(predicate, timeout: float = 20.0) -> None:
-    # Generous: CI machines are shared and slow to fork workers.
-    end = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < end, "timed out waiting"
-        time.sleep(0.02)
 
 
 def alive(pid: int) -> bool:
