@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from dagrun.callables import check_callables
 from dagrun.errors import UsageError
-from dagrun.graph import check_graph
+from dagrun.graph import check_graph, descendants
 from dagrun.model import RunResult, TaskStatus
 from dagrun.spec import DEFAULT_DURABILITY, DURABILITY_MODES, PipelineSpec, load_spec
 
@@ -168,10 +168,15 @@ def resume(
             from dagrun.scheduler import stored_result
 
             result = stored_result(run_id, repaired.statuses)
+            _settle_letters(info, spec, repaired.statuses, repaired.unsettled_letters)
             reporter.message(f"run {run_id} already succeeded; nothing to run")
             reporter.start(run_id, spec, repaired.statuses)
             reporter.finish(result)
             return result
+        if spec_path is None:
+            # As `run` does: a task module that has gone (a deleted file, a moved
+            # project) is one clear error, not every task failing its retries.
+            check_callables(spec)
         for line in repaired.lines:
             reporter.message(line)
         settings = dict(info.meta["settings"])
@@ -181,18 +186,49 @@ def resume(
         elif spec_path is not None:
             settings["deadline"] = spec.deadline
         if spec_path is not None:
+            # Journal the reset of every task the new spec re-runs *before* the
+            # new snapshot replaces the old one: killed in between, the next
+            # resume (which compares the snapshot with itself) must not trust
+            # their old completed records.
+            _journal_resets(info, mode, changed | descendants(spec.tasks, changed))
             meta = {**info.meta, "v": FORMAT_VERSION, "pipeline": spec.name,
                     "settings": settings, "spec": spec.to_dict()}
             write_atomic(info.path / "run.json", frame(meta))
         plock = PipelineLock(state, spec.name)
         plock.hold_shared(run_id)
-        return drive(info, spec, repaired.statuses, settings, reporter=reporter, lock=lock)
+        return drive(info, spec, repaired.statuses, settings, reporter=reporter, lock=lock,
+                     unsettled_letters=repaired.unsettled_letters)
     finally:
         gc_pause.end()
         gc.unfreeze()  # a library caller's later collections see everything again
         if plock is not None:
             plock.release()
         lock.release()
+
+
+def _journal_resets(info: RunInfo, durability: str, tasks: set[str]) -> None:
+    import time
+
+    from dagrun.store.journal import Journal
+    from dagrun.store.records import FORMAT_VERSION
+
+    if not tasks:
+        return
+    journal = Journal(info.journal_path, durability)
+    try:
+        now = time.time()
+        journal.append([{"v": FORMAT_VERSION, "task": tid, "state": "pending", "attempts": 0,
+                         "at": now} for tid in sorted(tasks)])
+    finally:
+        journal.close()
+
+
+def _settle_letters(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus],
+                    unsettled: set[str]) -> None:
+    from dagrun.dlq import DeadLetterOffice, DeadLetterQueue
+
+    DeadLetterOffice(DeadLetterQueue(info.path.parent.parent), info.run_id, spec,
+                     statuses).reconcile(unsettled)
 
 
 def _load_and_repair(info: RunInfo, spec: PipelineSpec, changed: set[str],
@@ -257,7 +293,7 @@ class _GcPause:
 
 def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | None,
           settings: dict[str, Any], *, reporter: Reporter | None = None,
-          lock: Any = None) -> RunResult:
+          lock: Any = None, unsettled_letters: set[str] | None = None) -> RunResult:
     """Lock the run (unless `lock`, already held, is given) and execute the
     scheduler loop on it: shared by run and resume."""
     from dagrun.callables import add_import_path
@@ -281,7 +317,8 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
         if statuses is None:
             statuses = {tid: TaskStatus() for tid in spec.tasks}
         reporter = reporter or QuietReporter()
-        hooks = fault_hooks(info, spec, statuses, notify=reporter.message)
+        hooks = fault_hooks(info, spec, statuses, notify=reporter.message,
+                            unsettled_letters=unsettled_letters)
         try:
             with _signals_to(token, executor):
                 executor.start()
@@ -306,7 +343,7 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
 
 
 def fault_hooks(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus],
-                notify: Any = None) -> Any:
+                notify: Any = None, unsettled_letters: set[str] | None = None) -> Any:
     """The dead-letter queue and circuit breakers, as scheduler hooks."""
     from dagrun.breaker import BreakerGate, BreakerStore
     from dagrun.dlq import DeadLetterOffice, DeadLetterQueue
@@ -314,7 +351,7 @@ def fault_hooks(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatu
 
     state_root = info.path.parent.parent  # STATE_DIR/runs/RUN_ID -> STATE_DIR
     office = DeadLetterOffice(DeadLetterQueue(state_root), info.run_id, spec, statuses)
-    office.reconcile()
+    office.reconcile(unsettled_letters or set())
     gate = None
     if any(t.breaker for t in spec.tasks.values()):
         gate = BreakerGate(spec, BreakerStore(state_root), notify=notify)
@@ -396,9 +433,14 @@ def dlq_retry(run_id: str, tasks: list[str] | tuple[str, ...] = (), *,
     from dagrun.dlq import DeadLetterQueue
     from dagrun.store.runs import StateDir
 
-    StateDir(state_dir).open_run(run_id)  # an unknown run: the same error as resume
+    info = StateDir(state_dir).open_run(run_id)  # an unknown run: the same error as resume
     queue = DeadLetterQueue(state_dir)
-    lettered = queue.tasks(run_id)
+    tasks_now = info.spec.tasks
+    lettered = [t for t in queue.tasks(run_id) if t in tasks_now]
+    gone = [t for t in queue.tasks(run_id) if t not in tasks_now]
+    if gone and not tasks and reporter is not None:
+        reporter.message(f"ignoring letters of tasks no longer in the run's spec: "
+                         f"{', '.join(gone)} (`dagrun dlq purge --run-id {run_id}` deletes them)")
     if tasks:
         for task in tasks:
             queue.get(run_id, task)  # a clear error for a task without a letter

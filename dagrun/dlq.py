@@ -187,12 +187,20 @@ class DeadLetterOffice:
         # Read once: only tasks with a letter pay for a removal on completion.
         self.lettered = set(queue.tasks(run_id))
 
-    def reconcile(self) -> None:
-        """Write the letters a previous process recorded in the journal but died
-        before writing (the journal record comes first)."""
-        for tid, st in self.statuses.items():
-            if st.state == TaskState.DEAD_LETTERED and tid not in self.lettered:
+    def reconcile(self, unsettled: set[str]) -> None:
+        """Settle what a previous process recorded in the journal but died before
+        doing (the journal record comes first): write (or complete) the letters
+        of tasks dead-lettered since the run last stopped cleanly — only those,
+        so that a letter the user purged does not come back — and remove the
+        letters of tasks that have completed since."""
+        for tid in unsettled:
+            st = self.statuses.get(tid)
+            if st is not None and st.state == TaskState.DEAD_LETTERED:
                 self.on_dead_letter(tid, st)
+        for tid in list(self.lettered):
+            st = self.statuses.get(tid)
+            if st is not None and st.state == TaskState.COMPLETED:
+                self.on_completed(tid, st)
 
     def on_dead_letter(self, tid: str, st: TaskStatus) -> None:
         t = self.spec.tasks[tid]

@@ -7,8 +7,6 @@ import os
 import time
 from pathlib import Path
 
-import orjson
-
 from dagrun.store.records import frame, unframe
 
 FAILING = """
@@ -155,22 +153,43 @@ def test_purge(cli, write, tmp_path):
     assert cli("dlq", "list", "--json").json == []
 
 
+def _drop_final_run_record(run_id: str) -> None:
+    """As if dagrun had been killed after recording its dead letters but before
+    finishing: the journal's last line (the run record) goes."""
+    journal = Path(os.environ["DAGRUN_STATE_DIR"]) / "runs" / run_id / "journal"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    assert b'"kind":"run"' in lines[-1]
+    journal.write_bytes(b"".join(lines[:-1]))
+
+
 def test_letter_written_on_resume_if_dagrun_died_before_writing_it(cli, write, tmp_path):
-    """The journal record comes first; a missing letter is written when the run is
-    next driven. Simulated by deleting the letter file of a finished run."""
+    """The journal record comes first; a letter missing because dagrun died
+    before writing it is written when the run is next driven."""
     failing_run(cli, write, tmp_path)
     (dlq_dir() / "r1" / "crash").unlink()
-    from dagrun import api
-    from dagrun.store.runs import StateDir
+    _drop_final_run_record("r1")
+    r = cli("resume", "r1", "--json")
+    assert r.code == 1, r.stderr
+    shown = cli("dlq", "show", "r1", "crash", "--json")
+    assert shown.code == 0 and shown.json["task"] == "crash"
 
-    info = StateDir(os.environ["DAGRUN_STATE_DIR"]).open_run("r1")
-    from dagrun.model import TaskState, TaskStatus
 
-    statuses = {t: TaskStatus() for t in info.spec.tasks}
-    statuses["crash"].state = TaskState.DEAD_LETTERED
-    api.fault_hooks(info, info.spec, statuses)
-    assert orjson.loads(orjson.dumps(
-        cli("dlq", "show", "r1", "crash", "--json").json))["task"] == "crash"
+def test_purged_letters_stay_purged_across_resume(cli, write, tmp_path):
+    failing_run(cli, write, tmp_path)
+    assert cli("dlq", "purge", "--run-id", "r1").code == 0
+    assert cli("resume", "r1").code == 1
+    assert cli("dlq", "list", "--json").json == []
+
+
+def test_stale_letter_of_a_completed_task_is_removed_on_resume(cli, write, tmp_path):
+    """dagrun killed after a retried task completed, before its letter was deleted."""
+    r, flag = failing_run(cli, write, tmp_path)
+    letter = (dlq_dir() / "r1" / "bad").read_bytes()
+    flag.unlink()
+    assert cli("dlq", "retry", "r1", "bad").code == 1  # 'crash' still fails
+    (dlq_dir() / "r1" / "bad").write_bytes(letter)  # as if the unlink never happened
+    cli("resume", "r1")
+    assert [x["task"] for x in cli("dlq", "list", "--json").json] == ["crash"]
 
 
 def test_retry_gives_a_fresh_budget_and_removes_letters_on_success(cli, write, tmp_path):

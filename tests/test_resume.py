@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
+from pathlib import Path
 
 import orjson
 import pytest
@@ -306,3 +308,47 @@ def test_a_sigkilled_run_never_blocks_the_next_cron_run(cli, write, tmp_path):
             break
         time.sleep(0.2)
     assert r.code == 0, r.stderr
+
+
+def test_sigkill_during_resume_with_a_new_spec_never_keeps_stale_outputs(cli, write, tmp_path):
+    chain = """
+        [tasks.a]
+        call = "basic:sleep"
+        kwargs = {{ seconds = {secs}, value = {value} }}
+        [tasks.b]
+        call = "basic:add"
+        deps = ["a"]
+        inputs = {{ x = "a" }}
+        kwargs = {{ y = 10 }}
+        [tasks.c]
+        call = "basic:add"
+        deps = ["b"]
+        inputs = {{ x = "b" }}
+        kwargs = {{ y = 100 }}
+    """
+    old = write("chain.toml", chain.format(secs=0, value=1))
+    new = write("chain2.toml", chain.format(secs=3, value=2))
+    state = Path(os.environ["DAGRUN_STATE_DIR"])
+    assert cli("run", str(old), "--run-id", "ch", "--json").json["tasks"]["c"]["output"] == 111
+    proc = start("resume", "ch", "--spec", str(new))
+    meta = state / "runs" / "ch" / "run.json"
+    wait_for(lambda: b'"seconds":3' in meta.read_bytes())  # the new snapshot is in place
+    proc.kill()
+    proc.communicate()
+    r = cli("resume", "ch", "--json")
+    assert r.code == 0, r.stderr
+    outputs = {t: v["output"] for t, v in r.json["tasks"].items()}
+    assert outputs == {"a": 2, "b": 12, "c": 112}
+
+
+def test_resume_with_a_task_module_gone_is_one_clear_error(cli, write, tmp_path):
+    write("gone_mod.py", "def f():\n    return 1\n")
+    spec = write("g.toml", '[tasks.a]\ncall = "gone_mod:f"\nretries = 2\n'
+                 '[tasks.b]\ncall = "basic:const"\ndeps = ["a"]\n')
+    assert cli("run", str(spec), "--run-id", "g1").code == 0
+    journal = Path(os.environ["DAGRUN_STATE_DIR"]) / "runs" / "g1" / "journal"
+    journal.write_bytes(b"")  # as if nothing had run yet
+    (tmp_path / "gone_mod.py").unlink()
+    r = cli("resume", "g1", "--json")
+    assert r.code == 2 and "gone_mod" in r.stderr and r.stdout == ""
+    assert "Traceback" not in r.stderr

@@ -56,10 +56,11 @@ class Journal:
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             if created and durability != "fast":
                 fsync_dir(path.parent)  # the file's name must survive a power cut too
-            # A line torn by an earlier crash must not swallow the next record.
+            # A line torn by an earlier crash (no newline: never a whole record)
+            # is cut off, so it neither swallows the next record nor warns forever.
             size = os.fstat(self._fd).st_size
             if size and _last_byte(path) != b"\n":
-                os.write(self._fd, b"\n")
+                os.ftruncate(self._fd, _end_of_last_line(path, size))
         except OSError as exc:
             raise StateIOError(f"cannot open {path}: {describe_os_error(exc)}") from None
 
@@ -131,6 +132,21 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _end_of_last_line(path: Path, size: int) -> int:
+    """The offset just past the last newline of the file (0 if it has none)."""
+    with open(path, "rb") as fh:
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            fh.seek(start)
+            block = fh.read(end - start)
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                return start + cut + 1
+            end = start
+    return 0
 
 
 def _last_byte(path: Path) -> bytes:

@@ -47,6 +47,9 @@ class Folded:
     last: dict[str, dict[str, Any]] = field(default_factory=dict)
     history: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     run_record: dict[str, Any] | None = None
+    # Tasks dead-lettered after the last run record: the process that recorded
+    # them may have died before writing their letters.
+    unsettled_letters: set[str] = field(default_factory=set)
     malformed: int = 0  # checksummed records whose shape is wrong (other versions)
 
 
@@ -59,6 +62,7 @@ def fold(records: Iterable[dict[str, Any]], task_ids: Mapping[str, Any]) -> Fold
         if tid is None:
             if rec.get("kind") == "run":
                 out.run_record = rec
+                out.unsettled_letters.clear()
             continue
         if tid not in task_ids:
             continue  # a task removed by `resume --spec`
@@ -69,6 +73,10 @@ def fold(records: Iterable[dict[str, Any]], task_ids: Mapping[str, Any]) -> Fold
             out.malformed += 1
             continue
         last[tid] = rec
+        if state == "dead_lettered":
+            out.unsettled_letters.add(tid)
+        else:
+            out.unsettled_letters.discard(tid)
         attempt = rec.get("attempt")
         if isinstance(attempt, dict):
             history.setdefault(tid, []).append(attempt)
@@ -81,6 +89,7 @@ class Repaired:
     lines: list[str]  # one per repair (tallied beyond MAX_LINES_PER_KIND), for the reporter
     changed: bool  # anything will run
     previously: str | None  # the status in the run's last run record, if any
+    unsettled_letters: set[str] = field(default_factory=set)
 
 
 class _Lines:
@@ -155,7 +164,8 @@ def repair(spec: PipelineSpec, folded: Folded, *, retry: Iterable[str] = (),
     will_run = any(st.state not in (TaskState.COMPLETED, TaskState.DEAD_LETTERED,
                                     TaskState.SKIPPED) for st in statuses.values())
     previously = folded.run_record.get("status") if folded.run_record else None
-    return Repaired(statuses, lines.render(), will_run, previously)
+    return Repaired(statuses, lines.render(), will_run, previously,
+                    folded.unsettled_letters - rerun - retry)
 
 
 def _unskip(spec: PipelineSpec, statuses: dict[str, TaskStatus], lines: _Lines) -> None:

@@ -143,7 +143,11 @@ class StateDir:
         try:
             data = meta_path.read_bytes()
         except FileNotFoundError:
-            raise UnknownRun(f"no run {run_id!r} in {self.root} (see `dagrun runs`)") from None
+            if path.is_dir():
+                raise UnknownRun(f"run {run_id!r}: its metadata {meta_path} is missing; the "
+                                 "run cannot be resumed") from None
+            raise UnknownRun(f"no run {run_id!r} in {self.root} (check the run id and "
+                             "--state-dir)") from None
         except OSError as exc:
             raise UnknownRun(f"cannot read {meta_path}: {describe_os_error(exc)}") from None
         try:
