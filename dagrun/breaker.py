@@ -114,20 +114,52 @@ class Breaker:
 
 
 class BreakerStore:
-    """STATE_DIR/breakers/NAME; an unreadable or corrupt file counts as closed."""
+    """STATE_DIR/breakers/NAME; an unreadable or corrupt file counts as closed
+    (and is named in `corrupt`, for a warning).
+
+    Several dagrun processes may share a breaker (overlapping cron runs, two
+    pipelines calling one service): refresh() re-reads the file when another
+    process has replaced it since we last read or wrote it, so a breaker opened
+    elsewhere holds our tasks too.
+    """
 
     def __init__(self, state_dir: str | os.PathLike[str]) -> None:
         self.root = Path(state_dir) / "breakers"
+        self.corrupt: list[Path] = []
+        self._seen: dict[str, tuple[int, int] | None] = {}
+
+    def _identity(self, name: str) -> tuple[int, int] | None:
+        try:
+            st = (self.root / name).stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns)
 
     def load(self, spec: BreakerSpec) -> Breaker:
+        path = self.root / spec.name
+        self._seen[spec.name] = self._identity(spec.name)
         try:
-            return Breaker.from_dict(spec, unframe((self.root / spec.name).read_bytes()))
-        except (OSError, ValueError, KeyError, TypeError):
+            data = path.read_bytes()
+        except OSError:
             return Breaker(spec)
+        try:
+            return Breaker.from_dict(spec, unframe(data))
+        except (ValueError, KeyError, TypeError):
+            self.corrupt.append(path)
+            return Breaker(spec)
+
+    def refresh(self, breaker: Breaker) -> Breaker:
+        """The breaker as stored now, if another process changed it; else itself."""
+        if self._identity(breaker.spec.name) == self._seen.get(breaker.spec.name):
+            return breaker
+        fresh = self.load(breaker.spec)
+        fresh.probing = breaker.probing  # our probes in flight are ours alone
+        return fresh
 
     def save(self, breaker: Breaker) -> None:
         make_private_dir(self.root)
         write_atomic(self.root / breaker.spec.name, frame(breaker.to_dict()))
+        self._seen[breaker.spec.name] = self._identity(breaker.spec.name)
 
 
 class BreakerGate:
@@ -160,6 +192,8 @@ class BreakerGate:
         # Told on the first due(), once the run (and its reporter) has started.
         self._notes = [f"circuit {b.spec.name} is {b.state.replace('_', '-')} (from an "
                        "earlier run)" for b in self.breakers.values() if b.current(now) != CLOSED]
+        self._notes += [f"warning: {path} is corrupt; that circuit counts as closed"
+                        for path in store.corrupt]
 
     def holding(self) -> bool:
         """Whether tasks wait in here (released ones are in the scheduler's heap)."""
@@ -169,7 +203,7 @@ class BreakerGate:
         name = self.guard.get(tid)
         if name is None:
             return True
-        b = self.breakers[name]
+        b = self.breakers[name] = self.store.refresh(self.breakers[name])
         now = self.clock()
         if not b.can_start(now):
             if tid not in self.since:
@@ -192,7 +226,7 @@ class BreakerGate:
         name = self.guard.get(result.task_id)
         if name is None:
             return
-        b = self.breakers[name]
+        b = self.breakers[name] = self.store.refresh(self.breakers[name])
         probe = result.task_id in self.probes
         self.probes.discard(result.task_id)
         self._dirty = True

@@ -169,8 +169,16 @@ class DeadLetterQueue:
         now = time.time() if now is None else now
         removed = 0
         for rid, task, letter in list(self.scan(run_id)):
-            if older_than is not None and letter is not None and now - letter.created < older_than:
-                continue
+            if older_than is not None:
+                if letter is not None:
+                    created = letter.created
+                else:  # corrupt: its file's age stands in for the unreadable date
+                    try:
+                        created = self._path(rid, task).stat().st_mtime
+                    except OSError:
+                        continue
+                if now - created < older_than:
+                    continue
             removed += self.remove(rid, task)
         return removed
 

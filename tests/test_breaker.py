@@ -273,3 +273,27 @@ def test_unguarded_tasks_run_while_circuit_is_open(cli, write, tmp_path, thresho
     assert r.json["tasks"]["free"]["state"] == "completed"
     assert r.json["tasks"]["guarded"]["state"] == "dead_lettered"
     assert r.json["tasks"]["guarded"]["attempts"] == 0
+
+
+def test_a_breaker_opened_by_another_process_holds_our_tasks(tmp_path):
+    """Two overlapping runs share STATE_DIR/breakers/NAME: each store stands for
+    one dagrun process reading and writing the same file."""
+    clock = Clock()
+    ours = BreakerGate(pipeline(), BreakerStore(tmp_path), clock=clock)
+    theirs = BreakerGate(pipeline(), BreakerStore(tmp_path), clock=clock)
+    assert ours.admit("t0")
+    theirs.settle(result("t0", ok=False))
+    theirs.settle(result("t1", ok=False))  # opens it, in the file
+    clock.t += 0.001
+    assert not ours.admit("t2")  # we see it open without having failed ourselves
+    ours.settle(result("t0", ok=True))  # a result from before it opened moves nothing
+    assert BreakerStore(tmp_path).load(pipeline().breakers["api"]).state == OPEN
+
+
+def test_corrupt_breaker_file_is_named_in_a_warning(tmp_path):
+    (tmp_path / "breakers").mkdir()
+    (tmp_path / "breakers" / "api").write_bytes(b"garbage")
+    notes: list[str] = []
+    gate = BreakerGate(pipeline(), BreakerStore(tmp_path), clock=Clock(), notify=notes.append)
+    gate.due()
+    assert any("corrupt" in n and "breakers/api" in n for n in notes)
