@@ -101,6 +101,7 @@ class TaskStatus:
     output: Any = None
     error: TaskError | None = None
     reason: str | None = None  # why skipped / cancelled
+    retry_at: float | None = None  # wall clock: when a retrying task's delay ends
     history: list[dict[str, Any]] = field(default_factory=list)
 
 

@@ -152,9 +152,16 @@ class Scheduler:
                 1 for d in t.deps if self.status[d].state != TaskState.COMPLETED)
         for tid in blocked:
             records += self._skip_descendants(tid)
+        now, wall = self.clock(), time.time()
         for tid, n in self.waiting.items():
-            if n == 0 and self.status[tid].state == TaskState.PENDING:
-                self._push_ready(tid)
+            st = self.status[tid]
+            if n == 0 and st.state == TaskState.PENDING:
+                if st.retry_at is not None and st.retry_at > wall:
+                    # A retry delay a crash cut short is waited out, not skipped.
+                    st.state = TaskState.RETRYING
+                    heapq.heappush(self.timers, (now + st.retry_at - wall, next(self._seq), tid))
+                else:
+                    self._push_ready(tid)
         return records
 
     def _push_ready(self, tid: str) -> None:
@@ -175,6 +182,7 @@ class Scheduler:
             while self.timers and self.timers[0][0] <= now:
                 _, _, tid = heapq.heappop(self.timers)
                 self.status[tid].state = TaskState.PENDING
+                self.status[tid].retry_at = None
                 self._push_ready(tid)
             if self.hooks.gate is not None:
                 self._gate_due(self.hooks.gate)
@@ -278,6 +286,7 @@ class Scheduler:
                 st.state = TaskState.RETRYING
                 st.error = r.error
                 delay = retry_delay(t.retry, st.attempts, self.rng)
+                st.retry_at = time.time() + delay
                 heapq.heappush(self.timers, (now + delay, next(self._seq), tid))
             else:
                 st.state = TaskState.DEAD_LETTERED
@@ -379,6 +388,8 @@ class Scheduler:
             rec["reason"] = st.reason
         if attempt is not None:
             rec["attempt"] = attempt
+        if st.state == TaskState.RETRYING and st.retry_at is not None:
+            rec["retry_at"] = st.retry_at
         return rec
 
     def result(self) -> RunResult:

@@ -352,3 +352,28 @@ def test_resume_with_a_task_module_gone_is_one_clear_error(cli, write, tmp_path)
     r = cli("resume", "g1", "--json")
     assert r.code == 2 and "gone_mod" in r.stderr and r.stdout == ""
     assert "Traceback" not in r.stderr
+
+
+def test_a_retry_delay_cut_short_by_a_kill_is_waited_out_on_resume(cli, write, tmp_path):
+    flag = tmp_path / "flag"
+    spec = write("rt.toml", f"""
+        [tasks.f]
+        call = "misbehave:fail_if_exists"
+        kwargs = {{ flag = "{flag}" }}
+        retries = 1
+        retry_delay = 4
+        retry_backoff = "fixed"
+        retry_jitter = false
+    """)
+    flag.write_text("")
+    journal = Path(os.environ["DAGRUN_STATE_DIR"]) / "runs" / "rt" / "journal"
+    proc = start("run", str(spec), "--run-id", "rt")
+    wait_for(lambda: journal.exists() and b'"retrying"' in journal.read_bytes())
+    proc.kill()
+    proc.communicate()
+    flag.unlink()
+    t0 = time.monotonic()
+    r = cli("resume", "rt", "--json")
+    assert r.code == 0, r.stderr
+    assert r.json["tasks"]["f"]["attempts"] == 2
+    assert time.monotonic() - t0 > 2  # the rest of the 4 s delay, not an immediate retry

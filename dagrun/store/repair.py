@@ -154,6 +154,9 @@ def repair(spec: PipelineSpec, folded: Folded, *, retry: Iterable[str] = (),
         elif state in (TaskState.RETRYING, TaskState.FAILED):
             st.attempts = attempts
             st.error = TaskError.from_dict(rec.get("error"))
+            retry_at = rec.get("retry_at")
+            if isinstance(retry_at, (int, float)):
+                st.retry_at = float(retry_at)  # the rest of its delay is waited out
             lines.add(f"{state.value} -> pending (retry due)", tid)
         elif state == TaskState.CANCELLED:
             st.attempts = attempts
