@@ -232,7 +232,11 @@ class Scheduler:
             for param, upstream in t.inputs.items():
                 kwargs[param] = self.status[upstream].output
             batch.append(Attempt(
-                run_id=self.run_id, task_id=tid, number=st.attempts, call=t.call,
+                # The attempt's ordinal over the task's whole life: after a fresh
+                # retry budget (dlq retry) it keeps counting, so run id + attempt
+                # stays unique for idempotency keys.
+                run_id=self.run_id, task_id=tid,
+                number=max(st.attempts, len(st.history) + 1), call=t.call,
                 kwargs=kwargs, timeout=t.timeout, timeout_grace=t.timeout_grace,
                 memory_limit=t.memory_limit))
             records.append(self._record(tid))

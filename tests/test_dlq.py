@@ -240,3 +240,20 @@ def test_retry_is_locked_like_resume(cli, write, tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_attempt_numbers_keep_counting_after_a_dlq_retry(cli, write, tmp_path):
+    flag = tmp_path / "flag"
+    flag.write_text("")
+    write("a.toml", f"""
+        [tasks.t]
+        call = "basic:attempt_unless_flag"
+        kwargs = {{ flag = "{flag}" }}
+        retries = 1
+        retry_delay = 0.01
+    """)
+    assert cli("run", "a.toml", "--run-id", "at").code == 1
+    flag.unlink()
+    r = cli("dlq", "retry", "at", "--json")
+    assert r.code == 0, r.stderr
+    assert r.json["tasks"]["t"]["output"] == 3  # DAGRUN_ATTEMPT: 1, 2, then 3 — never 1 again

@@ -72,3 +72,9 @@ def close_fds_and_sleep(seconds=30):
 
 def nan():
     return {"x": float("nan")}
+
+
+def attempt_unless_flag(flag):
+    if os.path.exists(flag):
+        raise ConnectionError("service down")
+    return int(os.environ["DAGRUN_ATTEMPT"])
