@@ -228,8 +228,9 @@ def test_retry_is_locked_like_resume(cli, write, tmp_path):
     lock_path = Path(os.environ["DAGRUN_STATE_DIR"]) / "runs" / "r1" / "lock"
     # A real second process holds the run's lock, as a live dagrun would.
     holder = subprocess.Popen([sys.executable, "-c",
-                               "import sys, time; from filelock import FileLock; "
-                               f"l = FileLock({str(lock_path)!r}); l.acquire(); "
+                               "import fcntl, os, time; "
+                               f"fd = os.open({str(lock_path)!r}, os.O_RDWR | os.O_CREAT); "
+                               "fcntl.flock(fd, fcntl.LOCK_EX); "
                                "print('locked', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE)
     try:
