@@ -155,6 +155,7 @@ class ProcessExecutor:
         for w in list(self._workers.values()):
             self._stop_writing(w)
             _close(w.req_fd)  # an idle worker exits when its pipe closes
+            w.req_fd = -1  # closed: the number may be reused by the next fd opened
         end = time.monotonic() + 2.0
         while self._workers and time.monotonic() < end:
             self._wait(0.05)
@@ -300,7 +301,17 @@ class ProcessExecutor:
                 break
             worker.buf += chunk
         for body in wire.split_frames(worker.buf):
-            results.append(self._finish(worker, orjson.loads(body)))
+            msg = orjson.loads(body)
+            if not worker.inflight or worker.inflight[0][0] != msg.get("id"):
+                # Not the answer we wait for: e.g. a process the task forked came
+                # back into the worker loop. The worker can no longer be trusted.
+                if worker.kill_reason is None:
+                    worker.kill_reason = "protocol"
+                    worker.killed_hard = True
+                    _killpg(worker.pid, signal.SIGKILL)
+                worker.buf.clear()
+                break
+            results.append(self._finish(worker, msg))
         if eof:
             if worker.pidfd >= 0:
                 # The pipe closing does not mean the worker exited (a task may
@@ -311,8 +322,7 @@ class ProcessExecutor:
                 self._reap(worker, results)
 
     def _finish(self, worker: _Worker, msg: dict) -> AttemptResult:
-        msg_id, attempt = worker.inflight.popleft()
-        assert msg_id == msg["id"], "worker answered out of order"
+        _, attempt = worker.inflight.popleft()
         worker.done += 1
         worker.last_duration = msg.get("ended", 0.0) - msg.get("started", 0.0)
         worker.head_started = time.monotonic()
@@ -324,6 +334,7 @@ class ProcessExecutor:
             worker.retiring = True  # finishes what it holds, then exits on EOF
             self._stop_writing(worker)
             _close(worker.req_fd)
+            worker.req_fd = -1  # closed: the number may be reused by the next fd opened
         error = msg.get("error")
         return AttemptResult(
             task_id=attempt.task_id, number=attempt.number, output=msg.get("output"),
@@ -396,6 +407,10 @@ class ProcessExecutor:
     def _death_error(worker: _Worker, attempt: Attempt, status: int) -> TaskError:
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+        if worker.kill_reason == "protocol":
+            return TaskError("WorkerCrashed", "the task's worker sent an unexpected message "
+                             "(did the task fork and let the child return?); it was killed",
+                             exit_code=code, signal=sig)
         if worker.kill_reason == "timeout":
             how = ("SIGKILL after the grace period" if worker.killed_hard and attempt.timeout_grace
                    else "SIGKILL" if worker.killed_hard else "SIGTERM")

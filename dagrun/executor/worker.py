@@ -104,6 +104,7 @@ def _serve(req_fd: int, res_fd: int) -> None:
     from dagrun.callables import resolve
 
     functions: dict[str, Any] = {}
+    me = os.getpid()
     while True:
         header = wire.read_exact(req_fd, 4)
         if header is None:
@@ -114,6 +115,8 @@ def _serve(req_fd: int, res_fd: int) -> None:
             return
         msg = orjson.loads(body)
         result, retire = _run_one(msg, functions, resolve)
+        if os.getpid() != me:
+            os._exit(0)  # a child the task forked came back here: it must not answer
         wire.write_all(res_fd, wire.encode_raw(result))
         if retire:
             return  # whatever the task leaked goes with this process; the parent forks anew
@@ -135,7 +138,10 @@ def _run_one(msg: dict[str, Any], functions: dict[str, Any],
             fn = functions[msg["call"]] = resolve(msg["call"])
         value = fn(**msg["kwargs"])
         try:
-            payload = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+            # Serialised three levels deep, as the journal record and a downstream
+            # request will hold it, so that a too-deeply nested output fails here,
+            # as this task's error, and not later in dagrun itself.
+            payload = orjson.dumps([[[value]]], option=orjson.OPT_NON_STR_KEYS)[3:-3]
         except TypeError as exc:
             raise _NotSerializable(
                 f"the task returned a {type(value).__name__}, which is not JSON-serialisable: "
@@ -159,9 +165,16 @@ def _run_one(msg: dict[str, Any], functions: dict[str, Any],
                              "types": ["MemoryLimitExceeded", *types]}
             head["retire"] = True  # tells the parent to send nothing more here
             return orjson.dumps(head), True
-        head["error"] = {"type": type(exc).__name__, "message": _message(exc),
-                         "traceback": traceback.format_exc(), "types": types}
-        return orjson.dumps(head), False
+        head["error"] = {"type": type(exc).__name__, "message": _safe(_message, exc),
+                         "traceback": _safe(lambda _e: traceback.format_exc(), exc),
+                         "types": types}
+        try:
+            return orjson.dumps(head), False
+        except TypeError:  # text orjson refuses (lone surrogates): keep it readable
+            head["error"] = {k: (v.encode("utf-8", "backslashreplace").decode("utf-8")
+                                 if isinstance(v, str) else v)
+                             for k, v in head["error"].items()}
+            return orjson.dumps(head), False
     finally:
         if saved is not None:
             _restore_memory(saved)
@@ -231,6 +244,17 @@ class _NotSerializable(TypeError):
 
 
 _NotSerializable.__name__ = "NotSerializable"
+
+
+def _safe(describe: Any, exc: BaseException) -> str:
+    """A description of the exception that cannot itself raise."""
+    try:
+        return str(describe(exc))
+    except BaseException:  # a broken __str__ must not take the worker down
+        try:
+            return f"<{type(exc).__name__} whose message could not be shown>"
+        except BaseException:
+            return "<unprintable exception>"
 
 
 def _message(exc: BaseException) -> str:

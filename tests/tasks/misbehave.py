@@ -152,3 +152,33 @@ def fork_then_die(pidfile):
         os._exit(0)
     _write(pidfile, str(child))
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fork_and_return():
+    """The child returns too, into the worker's loop."""
+    pid = os.fork()
+    return "child" if pid == 0 else "parent"
+
+
+def nested(depth):
+    v = 1
+    for _ in range(depth):
+        v = [v]
+    return v
+
+
+class _BadStr(Exception):
+    def __str__(self):
+        raise RuntimeError("no message for you")
+
+
+def bad_message():
+    raise _BadStr()
+
+
+def surrogate_message():
+    raise ValueError("bad \ud800 char")
+
+
+def noop():
+    return None
