@@ -63,8 +63,8 @@ def pid(tag=None):
     return os.getpid()
 
 
-def flaky(counter, succeed_on=3):
-    """Fails until its attempt counter (a file) reaches `succeed_on`."""
+def _bump(counter) -> int:
+    """Add one to the number in the file `counter`; the new value."""
     try:
         with open(counter) as fh:
             n = int(fh.read() or 0)
@@ -72,6 +72,12 @@ def flaky(counter, succeed_on=3):
         n = 0
     n += 1
     _write(counter, str(n))
+    return n
+
+
+def flaky(counter, succeed_on=3):
+    """Fails until its attempt counter (a file) reaches `succeed_on`."""
+    n = _bump(counter)
     if n < succeed_on:
         raise ConnectionError(f"attempt {n} failed on purpose")
     return {"attempts": n}
@@ -128,13 +134,7 @@ def service(counter, log, name, down_calls=2, seconds=0.05):
     """A flaky 'service': its first `down_calls` calls (a shared counter file) fail."""
     start = time.time()
     time.sleep(seconds)  # long enough that the pool does not prefetch behind it
-    try:
-        with open(counter) as fh:
-            n = int(fh.read() or 0)
-    except FileNotFoundError:
-        n = 0
-    n += 1
-    _write(counter, str(n))
+    n = _bump(counter)
     ok = n > down_calls
     with open(log, "a") as fh:
         fh.write(f"{name} {start} {time.time()} {'ok' if ok else 'fail'}\n")
