@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from dagrun.store.repair import Repaired
     from dagrun.store.runs import RunInfo
 
-SpecLike = "str | os.PathLike[str] | PipelineSpec | Pipeline"
 DEFAULT_STATE_DIR = ".dagrun"
 
 
@@ -136,13 +135,13 @@ def resume(
     """
     from dagrun.report import QuietReporter
     from dagrun.store.records import FORMAT_VERSION, frame
-    from dagrun.store.runs import Lock, PipelineLock, StateDir, write_atomic
+    from dagrun.store.runs import Lock, PipelineLock, StateDir, file_identity, write_atomic
 
     reporter = reporter or QuietReporter()
     state = StateDir(state_dir)
     gc_pause = _GcPause()  # loading 100k tasks' state: 2x faster without the cyclic GC
     try:
-        before = _identity(state.run_path(run_id) / "run.json")  # run_path checks the id
+        before = file_identity(state.run_path(run_id) / "run.json")  # run_path checks the id
         info = state.open_run(run_id)  # exit 2 naming run.json if unreadable
     except BaseException:
         gc_pause.end()
@@ -151,7 +150,7 @@ def resume(
     plock: PipelineLock | None = None
     try:
         lock.acquire()
-        if _identity(info.path / "run.json") != before:
+        if file_identity(info.path / "run.json") != before:
             info = state.open_run(run_id)  # a `resume --spec` replaced it meanwhile
         spec = info.spec
         changed: set[str] = set()
@@ -224,11 +223,17 @@ def _journal_resets(info: RunInfo, durability: str, tasks: set[str]) -> None:
 
 
 def _settle_letters(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus],
-                    unsettled: set[str]) -> None:
+                    unsettled: set[str]) -> Any:
+    """The run's dead-letter office, with what a dead process left unsettled settled."""
     from dagrun.dlq import DeadLetterOffice, DeadLetterQueue
 
-    DeadLetterOffice(DeadLetterQueue(info.path.parent.parent), info.run_id, spec,
-                     statuses).reconcile(unsettled)
+    office = DeadLetterOffice(DeadLetterQueue(_state_root(info)), info.run_id, spec, statuses)
+    office.reconcile(unsettled)
+    return office
+
+
+def _state_root(info: RunInfo) -> Path:
+    return info.path.parent.parent  # STATE_DIR/runs/RUN_ID -> STATE_DIR
 
 
 def _load_and_repair(info: RunInfo, spec: PipelineSpec, changed: set[str],
@@ -264,14 +269,6 @@ def _load_and_repair(info: RunInfo, spec: PipelineSpec, changed: set[str],
             reporter.message(f"task {tid} is {rec['state'] if rec else 'pending'}, "
                              "not dead-lettered: nothing to retry")
     return repair(spec, folded, retry=retry, changed=changed)
-
-
-def _identity(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 class _GcPause:
@@ -346,15 +343,12 @@ def fault_hooks(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatu
                 notify: Any = None, unsettled_letters: set[str] | None = None) -> Any:
     """The dead-letter queue and circuit breakers, as scheduler hooks."""
     from dagrun.breaker import BreakerGate, BreakerStore
-    from dagrun.dlq import DeadLetterOffice, DeadLetterQueue
     from dagrun.scheduler import SchedulerHooks
 
-    state_root = info.path.parent.parent  # STATE_DIR/runs/RUN_ID -> STATE_DIR
-    office = DeadLetterOffice(DeadLetterQueue(state_root), info.run_id, spec, statuses)
-    office.reconcile(unsettled_letters or set())
+    office = _settle_letters(info, spec, statuses, unsettled_letters or set())
     gate = None
     if any(t.breaker for t in spec.tasks.values()):
-        gate = BreakerGate(spec, BreakerStore(state_root), notify=notify)
+        gate = BreakerGate(spec, BreakerStore(_state_root(info)), notify=notify)
     return SchedulerHooks(on_dead_letter=office.on_dead_letter,
                           on_completed=office.on_completed, gate=gate)
 
@@ -385,10 +379,6 @@ def _signals_to(token: CancelToken, executor: Any) -> Iterator[None]:
             signal.signal(s, h)
         os.close(read_fd)
         os.close(write_fd)
-
-
-def state_path(state_dir: str | os.PathLike[str]) -> Path:
-    return Path(state_dir)
 
 
 # ---------------------------------------------------------------- dead letters

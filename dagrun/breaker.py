@@ -31,7 +31,7 @@ from typing import Any
 from dagrun.model import AttemptResult, TaskError
 from dagrun.spec import BreakerSpec, PipelineSpec
 from dagrun.store.records import FORMAT_VERSION, frame, unframe
-from dagrun.store.runs import make_private_dir, write_atomic
+from dagrun.store.runs import file_identity, make_private_dir, write_atomic
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
@@ -126,14 +126,10 @@ class BreakerStore:
     def __init__(self, state_dir: str | os.PathLike[str]) -> None:
         self.root = Path(state_dir) / "breakers"
         self.corrupt: list[Path] = []
-        self._seen: dict[str, tuple[int, int] | None] = {}
+        self._seen: dict[str, tuple[int, int, int] | None] = {}
 
-    def _identity(self, name: str) -> tuple[int, int] | None:
-        try:
-            st = (self.root / name).stat()
-        except OSError:
-            return None
-        return (st.st_ino, st.st_mtime_ns)
+    def _identity(self, name: str) -> tuple[int, int, int] | None:
+        return file_identity(self.root / name)
 
     def load(self, spec: BreakerSpec) -> Breaker:
         path = self.root / spec.name

@@ -47,7 +47,6 @@ class _Worker:
     head_wall: float = 0.0  # the same, wall clock: the start of an attempt that dies
     done: int = 0
     kill_reason: str | None = None  # "timeout" | "cancel" | "memory" while being killed
-    term_sent_at: float = 0.0
     kill_at: float | None = None
     killed_hard: bool = False
     retiring: bool = False
@@ -354,7 +353,6 @@ class ProcessExecutor:
 
     def _begin_kill(self, w: _Worker, reason: str, grace: float, now: float) -> None:
         w.kill_reason = reason
-        w.term_sent_at = now
         if grace <= 0:
             w.killed_hard = True
             _killpg(w.pid, signal.SIGKILL)

@@ -31,6 +31,15 @@ from dagrun.store.records import FORMAT_VERSION, frame, unframe
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+def file_identity(path: Path) -> tuple[int, int, int] | None:
+    """Changes when the file is replaced or rewritten (None: it does not exist)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def check_run_id(run_id: str) -> str:
     if not isinstance(run_id, str) or not RUN_ID.match(run_id) or ".." in run_id:
         raise UsageError(f"invalid run id {run_id!r}: use 1-128 letters, digits, '.', '_' "
