@@ -98,33 +98,53 @@ def render(spec: PipelineSpec, fmt: str) -> str:
     return _tree(spec)
 
 
+# Deeper than this, a branch is cut and continued as its own section below:
+# the indent of a 3,000-task chain would otherwise make the drawing quadratic
+# in size (18 MB), and the tree stays readable at the width of a terminal.
+TREE_MAX_DEPTH = 40
+
+
 def _tree(spec: PipelineSpec) -> str:
-    """Roots first; each task under its first dependency; repeats marked (see above)."""
-    dependents = dependents_map(spec.tasks)
+    """Roots first; each task under its first dependency; repeats marked (see above).
+
+    Iterative (an explicit stack), so no graph is too deep to draw; a branch
+    deeper than TREE_MAX_DEPTH goes on in a section headed "X  (continued)".
+    """
+    tasks = spec.tasks
+    dependents = dependents_map(tasks)
     lines = [spec.name]
     shown: set[str] = set()
-
-    def walk(tid: str, prefix: str, last: bool) -> None:
-        t = spec.tasks[tid]
-        branch = "└── " if last else "├── "
-        extra = []
-        if len(t.deps) > 1:
-            extra.append("after " + ", ".join(t.deps))
-        if t.priority:
-            extra.append(f"priority {t.priority}")
-        note = f"  ({'; '.join(extra)})" if extra else ""
-        if tid in shown:
-            lines.append(f"{prefix}{branch}{tid}  (see above)")
-            return
-        shown.add(tid)
-        lines.append(f"{prefix}{branch}{tid}{note}")
-        children = [c for c in dependents[tid] if spec.tasks[c].deps[0] == tid]
-        for i, child in enumerate(children):
-            walk(child, prefix + ("    " if last else "│   "), i == len(children) - 1)
-
-    roots = [tid for tid, t in spec.tasks.items() if not t.deps]
-    for i, root in enumerate(roots):
-        walk(root, "", i == len(roots) - 1)
+    sections: list[tuple[str | None, list[str]]] = [
+        (None, [tid for tid, t in tasks.items() if not t.deps])]
+    for header, top in sections:  # grows while drawn: the continued branches
+        if header is not None:
+            lines += ["", f"{header}  (continued)"]
+        # (task, prefix, last among its siblings, depth); children are pushed in
+        # reverse so they pop in order: the same pre-order a recursive walk gives.
+        stack = [(tid, "", i == len(top) - 1, 1) for i, tid in enumerate(top)][::-1]
+        while stack:
+            tid, prefix, last, depth = stack.pop()
+            branch = "└── " if last else "├── "
+            if tid in shown:
+                lines.append(f"{prefix}{branch}{tid}  (see above)")
+                continue
+            shown.add(tid)
+            t = tasks[tid]
+            extra = []
+            if len(t.deps) > 1:
+                extra.append("after " + ", ".join(t.deps))
+            if t.priority:
+                extra.append(f"priority {t.priority}")
+            children = [c for c in dependents[tid] if tasks[c].deps[0] == tid]
+            if children and depth >= TREE_MAX_DEPTH:
+                extra.append("continued below")
+                sections.append((tid, children))
+                children = []
+            note = f"  ({'; '.join(extra)})" if extra else ""
+            lines.append(f"{prefix}{branch}{tid}{note}")
+            inner = prefix + ("    " if last else "│   ")
+            stack += [(c, inner, i == len(children) - 1, depth + 1)
+                      for i, c in enumerate(children)][::-1]
     return "\n".join(lines)
 
 

@@ -22,3 +22,39 @@ def test_dot_and_mermaid(cli):
 def test_validate_ok(cli):
     r = cli("validate", ETL, "--json")
     assert r.code == 0 and r.json == {"valid": True, "pipeline": "nightly-etl", "tasks": 10}
+
+
+def _chain(write, n: int, call: str = "basic:const") -> Path:
+    """A chain t0 <- t1 <- ... (the W2 benchmark's shape), as deep as the graph gets."""
+    out = ['[pipeline]\nname = "chain"\nworkers = 2\n']
+    for i in range(n):
+        out.append(f'\n[tasks.t{i}]\ncall = "{call}"\n' + (f'deps = ["t{i - 1}"]\n' if i else ""))
+    return write("chain.toml", "".join(out))
+
+
+def test_every_command_handles_a_3000_task_chain(cli, write):
+    # The tree drawing recursed once per level and died with RecursionError at ~1,000.
+    spec = str(_chain(write, 3000))
+    for fmt in ("tree", "dot", "mermaid"):
+        r = cli("graph", spec, "--format", fmt)
+        assert r.code == 0, (fmt, r.stderr[-500:])
+        assert "t2999" in r.stdout and "Traceback" not in r.stderr
+    assert cli("validate", spec).code == 0
+    r = cli("run", spec, "--json")
+    assert r.code == 0 and r.json["status"] == "succeeded", r.stderr[-500:]
+    assert len(r.json["tasks"]) == 3000
+
+
+def test_deep_tree_is_cut_into_sections_not_indented_forever(cli, write):
+    from dagrun.graph import TREE_MAX_DEPTH
+
+    r = cli("graph", str(_chain(write, 3000)))
+    lines = r.stdout.splitlines()
+    # Every task drawn exactly once, in chain order, and no line wider than the cut-off.
+    drawn = [ln.split("── ")[1].split()[0] for ln in lines if "── " in ln]
+    assert drawn == [f"t{i}" for i in range(3000)]
+    assert max(map(len, lines)) <= 4 * TREE_MAX_DEPTH + 40
+    cut = f"t{TREE_MAX_DEPTH - 1}"
+    first_cut = next(ln for ln in lines if "continued below" in ln)
+    assert first_cut.strip() == f"└── {cut}  (continued below)"
+    assert lines[lines.index(f"{cut}  (continued)") + 1] == f"└── t{TREE_MAX_DEPTH}"
