@@ -60,13 +60,21 @@ def test_queued_attempt_behind_a_timeout_comes_back_cancelled(pool):
     assert again.output == 3
 
 
-def test_cancel_stops_running_attempts_as_cancelled(pool):
-    pool.submit(attempt(1, "misbehave:ignore_sigterm"))
-    time.sleep(0.2)  # let it install its handler; cancel must still get it (SIGKILL)
+def test_cancel_stops_running_attempts_as_cancelled(pool, tmp_path):
+    ready = tmp_path / "ready"
+    pool.submit(attempt(1, "misbehave:ignore_sigterm", marker=str(ready)))
+    # The task writes the marker after ignoring SIGTERM: from then on only the
+    # SIGKILL after the grace can stop it. Generous: a loaded box forks slowly.
+    end = time.monotonic() + 30
+    while not ready.exists():
+        assert time.monotonic() < end, "the task never got to ignore SIGTERM"
+        time.sleep(0.01)
     started = time.monotonic()
     results = pool.cancel(grace=0.2)
+    elapsed = time.monotonic() - started
     assert [r.cancelled for r in results] == [True]
-    assert time.monotonic() - started < 10  # generous: grace 0.2 s + reaping
+    assert elapsed >= 0.2  # SIGTERM was ignored: it took the SIGKILL after the grace
+    assert elapsed < 10  # generous: grace 0.2 s + reaping
 
 
 def test_memory_breach_retires_the_worker(pool):
