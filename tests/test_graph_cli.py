@@ -24,11 +24,13 @@ def test_validate_ok(cli):
     assert r.code == 0 and r.json == {"valid": True, "pipeline": "nightly-etl", "tasks": 10}
 
 
-def _chain(write, n: int, call: str = "basic:const") -> Path:
-    """A chain t0 <- t1 <- ... (the W2 benchmark's shape), as deep as the graph gets."""
+def _chain(write, n: int, call: str = "basic:const", cycle: bool = False) -> Path:
+    """A chain t0 <- t1 <- ... (the W2 benchmark's shape), as deep as the graph gets;
+    with `cycle`, t0 depends on the last task."""
     out = ['[pipeline]\nname = "chain"\nworkers = 2\n']
     for i in range(n):
-        out.append(f'\n[tasks.t{i}]\ncall = "{call}"\n' + (f'deps = ["t{i - 1}"]\n' if i else ""))
+        dep = f"t{i - 1}" if i else (f"t{n - 1}" if cycle else "")
+        out.append(f'\n[tasks.t{i}]\ncall = "{call}"\n' + (f'deps = ["{dep}"]\n' if dep else ""))
     return write("chain.toml", "".join(out))
 
 
@@ -58,3 +60,9 @@ def test_deep_tree_is_cut_into_sections_not_indented_forever(cli, write):
     first_cut = next(ln for ln in lines if "continued below" in ln)
     assert first_cut.strip() == f"└── {cut}  (continued below)"
     assert lines[lines.index(f"{cut}  (continued)") + 1] == f"└── t{TREE_MAX_DEPTH}"
+
+
+def test_a_3000_task_cycle_is_named(cli, write):
+    r = cli("validate", str(_chain(write, 3000, cycle=True)))
+    assert r.code == 2 and "cycle: " in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
