@@ -312,6 +312,8 @@ def test_a_sigkilled_run_never_blocks_the_next_cron_run(cli, write, tmp_path):
 
 def test_sigkill_during_resume_with_a_new_spec_never_keeps_stale_outputs(cli, write, tmp_path):
     chain = """
+        [pipeline]
+        name = "chain"
         [tasks.a]
         call = "basic:sleep"
         kwargs = {{ seconds = {secs}, value = {value} }}
