@@ -391,7 +391,7 @@ def test_attempt_numbers_never_repeat_after_a_sigkill(cli, write, tmp_path):
     for args in (("run", str(spec), "--run-id", "att"), ("resume", "att")):
         proc = start(*args)
         count = len(log.read_text().splitlines()) if log.exists() else 0
-        wait_for(lambda: log.exists() and len(log.read_text().splitlines()) > count)
+        wait_for(lambda n=count: log.exists() and len(log.read_text().splitlines()) > n)
         proc.kill()  # while a runs
         proc.communicate()
     r = cli("resume", "att", "--json")
