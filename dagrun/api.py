@@ -124,17 +124,19 @@ def resume(
     durability: str | None = None,
     deadline: float | None = None,
     reporter: Reporter | None = None,
+    allow_removed: bool = False,
 ) -> RunResult:
     """Repair the run's persisted state and continue it (see store/repair.py).
 
     `retry_tasks` gives those dead-lettered tasks a fresh retry budget (their
     skipped dependents run again too); `retry_failed` does so for every
-    dead-lettered task. `spec_path`: resume with an edited spec — tasks whose
-    definition changed re-run with their descendants. On a run that already
+    dead-lettered task. `spec_path`: resume with an edited spec of the same
+    pipeline — tasks whose definition changed re-run with their descendants;
+    one that drops tasks needs `allow_removed`. On a run that already
     succeeded, returns its stored result and runs nothing.
     """
     from dagrun.report import QuietReporter
-    from dagrun.store.records import FORMAT_VERSION, frame
+    from dagrun.store.records import RUN_FORMAT, frame, new_nonce
     from dagrun.store.runs import Lock, PipelineLock, StateDir, file_identity, write_atomic
 
     reporter = reporter or QuietReporter()
@@ -156,11 +158,19 @@ def resume(
         changed: set[str] = set()
         if spec_path is not None:
             new = validate(spec_path)
+            _check_same_pipeline(run_id, spec, new, allow_removed)
             changed = {tid for tid, t in new.tasks.items()
                        if tid not in spec.tasks or spec.tasks[tid].definition() != t.definition()}
             spec = new
         mode = resolve_durability(durability or info.meta["settings"].get("durability"), spec)
-        repaired = _load_and_repair(info, spec, changed, retry_tasks, retry_failed, reporter)
+        anchors = {tid: a for tid, a in _anchors(info).items() if tid in spec.tasks}
+        repaired = _load_and_repair(info, spec, changed, retry_tasks, retry_failed, reporter,
+                                    anchors)
+        # The re-run tasks' chains restart from fresh anchors (store/repair.py):
+        # every record they had before is superseded.
+        reset = {tid: new_nonce() for tid in changed | descendants(spec.tasks, changed)}
+        anchors.update(reset)
+        repaired.heads.update(reset)
         gc_pause.end()
         if not repaired.changed and repaired.previously == "succeeded" and all(
                 st.state.value == "completed" for st in repaired.statuses.values()):
@@ -185,18 +195,16 @@ def resume(
         elif spec_path is not None:
             settings["deadline"] = spec.deadline
         if spec_path is not None:
-            # Journal the reset of every task the new spec re-runs *before* the
-            # new snapshot replaces the old one: killed in between, the next
-            # resume (which compares the snapshot with itself) must not trust
-            # their old completed records.
-            _journal_resets(info, mode, changed | descendants(spec.tasks, changed))
-            meta = {**info.meta, "v": FORMAT_VERSION, "pipeline": spec.name,
-                    "settings": settings, "spec": spec.to_dict()}
+            # The new snapshot and the resets (anchors) replace the old ones in
+            # one atomic write: no kill can leave one without the other, and no
+            # corrupt journal line can undo a reset.
+            meta = {**info.meta, "v": RUN_FORMAT, "pipeline": spec.name,
+                    "settings": settings, "spec": spec.to_dict(), "anchors": anchors}
             write_atomic(info.path / "run.json", frame(meta))
         plock = PipelineLock(state, spec.name)
         plock.hold_shared(run_id)
         return drive(info, spec, repaired.statuses, settings, reporter=reporter, lock=lock,
-                     unsettled_letters=repaired.unsettled_letters)
+                     unsettled_letters=repaired.unsettled_letters, heads=repaired.heads)
     finally:
         gc_pause.end()
         gc.unfreeze()  # a library caller's later collections see everything again
@@ -205,21 +213,25 @@ def resume(
         lock.release()
 
 
-def _journal_resets(info: RunInfo, durability: str, tasks: set[str]) -> None:
-    import time
+def _check_same_pipeline(run_id: str, old: PipelineSpec, new: PipelineSpec,
+                         allow_removed: bool) -> None:
+    if new.name != old.name:
+        raise UsageError(f"run {run_id!r} is a run of pipeline {old.name!r}, the spec given "
+                         f"is pipeline {new.name!r}: resume --spec takes an edited spec of "
+                         "the same pipeline")
+    removed = [tid for tid in old.tasks if tid not in new.tasks]
+    if removed and not allow_removed:
+        shown = ", ".join(removed[:10]) + (f" and {len(removed) - 10} more"
+                                           if len(removed) > 10 else "")
+        raise UsageError(f"the new spec drops {len(removed)} task(s) of run {run_id!r}: "
+                         f"{shown}; pass --allow-removed to drop them from the run")
 
-    from dagrun.store.journal import Journal
-    from dagrun.store.records import FORMAT_VERSION
 
-    if not tasks:
-        return
-    journal = Journal(info.journal_path, durability)
-    try:
-        now = time.time()
-        journal.append([{"v": FORMAT_VERSION, "task": tid, "state": "pending", "attempts": 0,
-                         "at": now} for tid in sorted(tasks)])
-    finally:
-        journal.close()
+def _anchors(info: RunInfo) -> dict[str, str]:
+    found = info.meta.get("anchors")
+    if not isinstance(found, dict):
+        return {}
+    return {tid: a for tid, a in found.items() if isinstance(a, str)}
 
 
 def _settle_letters(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus],
@@ -238,11 +250,11 @@ def _state_root(info: RunInfo) -> Path:
 
 def _load_and_repair(info: RunInfo, spec: PipelineSpec, changed: set[str],
                      retry_tasks: Iterable[str] | None, retry_failed: bool,
-                     reporter: Reporter) -> Repaired:
+                     reporter: Reporter, anchors: dict[str, str]) -> Repaired:
     """The run's journal, verified line by line (bad lines named in warnings),
     folded and repaired into the task states to resume from."""
     from dagrun.store.journal import read_journal
-    from dagrun.store.repair import fold, repair
+    from dagrun.store.repair import broken_chain_lines, fold, repair
 
     contents = read_journal(info.journal_path)
     for number in contents.bad_lines:
@@ -252,11 +264,17 @@ def _load_and_repair(info: RunInfo, spec: PipelineSpec, changed: set[str],
     if contents.torn_tail:
         reporter.message(f"ignored the torn last line of {info.journal_path} "
                          "(cut short when dagrun stopped)")
-    folded = fold(contents.records, spec.tasks)
+    folded = fold(contents.records, contents.digests, spec.tasks, run_id=info.run_id,
+                  nonce=info.meta["nonce"], anchors=anchors, lines=contents.lines)
     del contents
     if folded.malformed:
         reporter.message(f"warning: {info.journal_path}: ignored {folded.malformed} "
                          "records of an unknown format")
+    if folded.foreign:
+        reporter.message(f"warning: {info.journal_path}: ignored {folded.foreign} records "
+                         "of another run (copied or appended from elsewhere)")
+    for line in broken_chain_lines(info.journal_path, folded.broken):
+        reporter.message(line)
     retry = set(retry_tasks or ())
     unknown = sorted(retry - set(spec.tasks))
     if unknown:
@@ -290,7 +308,8 @@ class _GcPause:
 
 def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | None,
           settings: dict[str, Any], *, reporter: Reporter | None = None,
-          lock: Any = None, unsettled_letters: set[str] | None = None) -> RunResult:
+          lock: Any = None, unsettled_letters: set[str] | None = None,
+          heads: dict[str, str] | None = None) -> RunResult:
     """Lock the run (unless `lock`, already held, is given) and execute the
     scheduler loop on it: shared by run and resume."""
     from dagrun.callables import add_import_path
@@ -298,6 +317,7 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
     from dagrun.report import QuietReporter
     from dagrun.scheduler import CancelToken, Scheduler
     from dagrun.store.journal import Journal
+    from dagrun.store.records import Chain
     from dagrun.store.runs import Lock
 
     add_import_path(spec.base_dir)
@@ -306,7 +326,8 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
         lock = Lock(info.path / "lock", f"run {info.run_id}")
         lock.acquire()
     try:
-        journal = Journal(info.journal_path, settings["durability"])
+        journal = Journal(info.journal_path, settings["durability"],
+                          Chain(info.run_id, info.meta["nonce"], dict(heads or {})))
         executor = backend_class("local")(
             settings["workers"], base_dir=spec.base_dir,
             max_tasks_per_worker=spec.max_tasks_per_worker)

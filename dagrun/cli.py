@@ -137,8 +137,11 @@ def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers:
 @click.option("--spec", "spec_path", type=click.Path(dir_okay=False), help="Resume with this "
               "edited spec: tasks whose call, kwargs, inputs or deps changed re-run, with "
               "their descendants.")
+@click.option("--allow-removed", is_flag=True, help="With --spec: let the edited spec drop "
+              "tasks of the run (without it, resume names them and exits 2).")
 def resume(run_id: str, state_dir: str, json_mode: bool, durability: str | None,
-           deadline: str | None, retry_failed: bool, spec_path: str | None) -> int:
+           deadline: str | None, retry_failed: bool, spec_path: str | None,
+           allow_removed: bool) -> int:
     """Repair RUN_ID's persisted state and continue it; on a finished run,
     print its result and run nothing."""
     from dagrun import api
@@ -147,7 +150,7 @@ def resume(run_id: str, state_dir: str, json_mode: bool, durability: str | None,
     result = api.resume(run_id, state_dir=state_dir, spec_path=spec_path,
                         retry_failed=retry_failed, durability=durability,
                         deadline=duration(deadline, "--deadline"),
-                        reporter=choose_reporter(json_mode))
+                        reporter=choose_reporter(json_mode), allow_removed=allow_removed)
     return emit_result(result, json_mode)
 
 

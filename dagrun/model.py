@@ -103,6 +103,7 @@ class TaskStatus:
     reason: str | None = None  # why skipped / cancelled
     retry_at: float | None = None  # wall clock: when a retrying task's delay ends
     history: list[dict[str, Any]] = field(default_factory=list)
+    ordinal: int = 0  # the highest attempt number handed out (DAGRUN_ATTEMPT never repeats)
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,7 @@ from dagrun.model import (
 from dagrun.retry import retry_delay, should_retry
 from dagrun.spec import PipelineSpec
 from dagrun.store.journal import Journal
-from dagrun.store.records import FORMAT_VERSION
+from dagrun.store.records import RUN_FORMAT
 
 
 class Reporter(Protocol):
@@ -196,7 +196,7 @@ class Scheduler:
             self.journal.tick()
             self.reporter.tick()
         result = self.result()
-        self.journal.append([{"v": FORMAT_VERSION, "kind": "run", "status": result.status,
+        self.journal.append([{"v": RUN_FORMAT, "kind": "run", "status": result.status,
                               "reason": self.cancel.reason, "at": time.time()}])
         self.reporter.finish(result)
         return result
@@ -228,18 +228,19 @@ class Scheduler:
             t = tasks[tid]
             st.state = TaskState.RUNNING
             st.attempts += 1
+            # The attempt's ordinal over the task's whole life: after a fresh
+            # retry budget (dlq retry) or an attempt cut short by a crash (its
+            # `running` record holds the number) it keeps counting, so run id +
+            # attempt stays unique for idempotency keys.
+            st.ordinal = max(st.attempts, len(st.history) + 1, st.ordinal + 1)
             kwargs = dict(t.kwargs)
             for param, upstream in t.inputs.items():
                 kwargs[param] = self.status[upstream].output
             batch.append(Attempt(
-                # The attempt's ordinal over the task's whole life: after a fresh
-                # retry budget (dlq retry) it keeps counting, so run id + attempt
-                # stays unique for idempotency keys.
-                run_id=self.run_id, task_id=tid,
-                number=max(st.attempts, len(st.history) + 1), call=t.call,
+                run_id=self.run_id, task_id=tid, number=st.ordinal, call=t.call,
                 kwargs=kwargs, timeout=t.timeout, timeout_grace=t.timeout_grace,
                 memory_limit=t.memory_limit))
-            records.append(self._record(tid))
+            records.append(self._record(tid, number=st.ordinal))
             free -= 1
         if not batch:
             return
@@ -372,6 +373,8 @@ class Scheduler:
         records = []
         for tid, st in self.status.items():
             if st.state not in FINAL_STATES:
+                if st.state != TaskState.RETRYING:
+                    st.retry_at = None  # a retrying task's record keeps its delay's end
                 st.state = TaskState.CANCELLED
                 st.reason = f"cancelled ({self.cancel.reason})"
                 records.append(self._record(tid))
@@ -380,9 +383,9 @@ class Scheduler:
     # ------------------------------------------------------------ records
 
     def _record(self, tid: str, *, attempt: dict[str, Any] | None = None,
-                output: bool = False) -> dict[str, Any]:
+                output: bool = False, number: int | None = None) -> dict[str, Any]:
         st = self.status[tid]
-        rec: dict[str, Any] = {"v": FORMAT_VERSION, "task": tid, "state": st.state.value,
+        rec: dict[str, Any] = {"v": RUN_FORMAT, "task": tid, "state": st.state.value,
                                "attempts": st.attempts, "at": time.time()}
         if output:
             rec["output"] = st.output
@@ -392,7 +395,9 @@ class Scheduler:
             rec["reason"] = st.reason
         if attempt is not None:
             rec["attempt"] = attempt
-        if st.state == TaskState.RETRYING and st.retry_at is not None:
+        if number is not None:
+            rec["number"] = number
+        if st.state in (TaskState.RETRYING, TaskState.CANCELLED) and st.retry_at is not None:
             rec["retry_at"] = st.retry_at
         return rec
 

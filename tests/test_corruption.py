@@ -97,3 +97,112 @@ def test_damaged_state_never_yields_a_changed_value(cli, write, tmp_path):
     assert outcomes["finished"] and outcomes["refused"]
     # Damage re-ran some tasks (at-least-once); never more than the 8 per resume.
     assert sum(runs_of(log).values()) <= 8 * (1 + sum(outcomes.values()))
+
+
+# ------------------------------------------------------- records out of place
+
+PAIR = """
+[pipeline]
+name = "pair"
+[tasks.a]
+call = "sidefx:step"
+kwargs = {{ log = "{log}", name = "a", k = {k} }}
+[tasks.b]
+call = "sidefx:step"
+deps = ["a"]
+inputs = {{ x = "a" }}
+kwargs = {{ log = "{log}", name = "b", k = 1 }}
+"""
+
+
+def _two_runs(cli, write, tmp_path):
+    log = tmp_path / "log"
+    for rid, k in (("A", 10), ("B", 20)):
+        spec = write(f"{rid}/pair.toml", PAIR.format(log=log, k=k))
+        assert cli("run", str(spec), "--run-id", rid, "--json").code == 0
+    return tmp_path / "state" / "runs"
+
+
+def test_a_journal_copied_from_another_run_is_not_trusted(cli, write, tmp_path):
+    runs = _two_runs(cli, write, tmp_path)
+    (runs / "A" / "journal").write_bytes((runs / "B" / "journal").read_bytes())
+    r = cli("resume", "A", "--json")
+    assert r.code == 0, r.stderr
+    assert {t: v["output"] for t, v in r.json["tasks"].items()} == {"a": 10, "b": 11}
+    assert "of another run" in r.stderr
+
+
+def test_a_line_appended_from_another_run_never_wins(cli, write, tmp_path):
+    runs = _two_runs(cli, write, tmp_path)
+    theirs = [line for line in (runs / "B" / "journal").read_bytes().splitlines(True)
+              if b'"completed"' in line]
+    with open(runs / "A" / "journal", "ab") as fh:
+        fh.writelines(theirs)  # B's completed records of a and b, after A's
+    r = cli("resume", "A", "--json")
+    assert r.code == 0, r.stderr
+    assert {t: v["output"] for t, v in r.json["tasks"].items()} == {"a": 10, "b": 11}
+
+
+def test_a_replayed_line_of_the_same_run_never_wins(cli, write, tmp_path):
+    runs = _two_runs(cli, write, tmp_path)
+    journal = runs / "A" / "journal"
+    lines = journal.read_bytes().splitlines(True)
+    running_a = next(line for line in lines if b'"running"' in line and b'"task":"a"' in line)
+    journal.write_bytes(b"".join(lines) + running_a)  # a's first record again, at the end
+    r = cli("resume", "A", "--json")
+    assert r.code == 0, r.stderr
+    assert r.json["tasks"]["a"]["state"] == "completed" and r.json["tasks"]["b"]["output"] == 11
+    assert "does not follow its previous record" in r.stderr
+
+
+SPEC_CHANGE = """
+[pipeline]
+name = "t"
+[tasks.t0]
+call = "sidefx:step"
+kwargs = {{ log = "{log}", name = "t0", k = {k}, sleep = {sleep} }}
+[tasks.t1]
+call = "sidefx:step"
+deps = ["t0"]
+inputs = {{ x = "t0" }}
+kwargs = {{ log = "{log}", name = "t1", k = 10 }}
+[tasks.t2]
+call = "sidefx:step"
+deps = ["t1"]
+inputs = {{ x = "t1" }}
+kwargs = {{ log = "{log}", name = "t2", k = 100 }}
+"""
+
+
+def test_no_damaged_line_lets_a_superseded_output_win(cli, write, tmp_path):
+    """resume --spec changed t0 (so t1 and t2 re-run), SIGKILLed while t0 ran:
+    whatever single journal line is then damaged, t2 never ends with its old value."""
+    from proc import start, wait_for
+
+    log = tmp_path / "log"
+    old = write("old/t.toml", SPEC_CHANGE.format(log=log, k=1, sleep=0))
+    new = write("new/t.toml", SPEC_CHANGE.format(log=log, k=2, sleep=1.0))
+    assert cli("run", str(old), "--run-id", "s", "--json").json["tasks"]["t2"]["output"] == 111
+    proc = start("resume", "s", "--spec", str(new))
+    wait_for(lambda: runs_of(log).get("t0") == 2)  # the new t0 is running
+    proc.kill()
+    proc.communicate()
+    state = tmp_path / "state"
+    pristine = tmp_path / "pristine"
+    shutil.copytree(state, pristine)
+    journal = pristine / "runs" / "s" / "journal"
+    lines = journal.read_bytes().splitlines(True)
+    cases = [("undamaged", b"".join(lines))]
+    for i, line in enumerate(lines):
+        damaged = bytearray(line)
+        damaged[len(line) // 2] ^= 0x04
+        cases.append((f"line {i + 1} damaged", b"".join(lines[:i] + [bytes(damaged)]
+                                                       + lines[i + 1:])))
+    for what, data in cases:
+        shutil.rmtree(state)
+        shutil.copytree(pristine, state)
+        (state / "runs" / "s" / "journal").write_bytes(data)
+        r = cli("resume", "s", "--json")
+        assert r.code == 0, f"{what}: {r.stderr}"
+        outputs = {t: v["output"] for t, v in r.json["tasks"].items()}
+        assert outputs == {"t0": 2, "t1": 12, "t2": 112}, f"{what}: {r.stderr}"

@@ -312,6 +312,8 @@ def test_a_sigkilled_run_never_blocks_the_next_cron_run(cli, write, tmp_path):
 
 def test_sigkill_during_resume_with_a_new_spec_never_keeps_stale_outputs(cli, write, tmp_path):
     chain = """
+        [pipeline]
+        name = "chain"
         [tasks.a]
         call = "basic:sleep"
         kwargs = {{ seconds = {secs}, value = {value} }}
@@ -377,3 +379,80 @@ def test_a_retry_delay_cut_short_by_a_kill_is_waited_out_on_resume(cli, write, t
     assert r.code == 0, r.stderr
     assert r.json["tasks"]["f"]["attempts"] == 2
     assert time.monotonic() - t0 > 2  # the rest of the 4 s delay, not an immediate retry
+
+
+def test_attempt_numbers_never_repeat_after_a_sigkill(cli, write, tmp_path):
+    log = tmp_path / "log"
+    spec = write("slow.toml", f"""
+        [tasks.a]
+        call = "sidefx:step"
+        kwargs = {{ log = "{log}", name = "a", sleep = 1.5 }}
+    """)
+    for args in (("run", str(spec), "--run-id", "att"), ("resume", "att")):
+        proc = start(*args)
+        count = len(log.read_text().splitlines()) if log.exists() else 0
+        wait_for(lambda n=count: log.exists() and len(log.read_text().splitlines()) > n)
+        proc.kill()  # while a runs
+        proc.communicate()
+    r = cli("resume", "att", "--json")
+    assert r.code == 0, r.stderr
+    numbers = [line.split()[1] for line in log.read_text().splitlines()]
+    assert numbers == ["1", "2", "3"]
+    assert r.json["tasks"]["a"]["attempts"] == 1  # cut-short attempts do not count
+
+
+def test_resume_spec_of_another_pipeline_or_dropping_tasks_is_refused(cli, write, tmp_path):
+    spec = write("chain.toml", CHAIN.format(log=tmp_path / "log", sleep=0))
+    assert cli("run", str(spec), "--run-id", "p").code == 0
+    other = write("other.toml", '[pipeline]\nname = "other"\n[tasks.x]\ncall = "basic:const"\n')
+    r = cli("resume", "p", "--spec", str(other), "--json")
+    assert r.code == 2 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1
+    assert "pipeline 'chain'" in r.stderr and "'other'" in r.stderr
+    fewer = write("fewer.toml", CHAIN.format(log=tmp_path / "log", sleep=0).split("[tasks.c]")[0])
+    r = cli("resume", "p", "--spec", str(fewer), "--json")
+    assert r.code == 2 and "drops 1 task(s)" in r.stderr and ": c;" in r.stderr
+    assert "--allow-removed" in r.stderr
+    r = cli("resume", "p", "--spec", str(fewer), "--allow-removed", "--json")
+    assert r.code == 0, r.stderr
+    assert set(r.json["tasks"]) == {"a", "b"}
+
+
+def test_a_retry_delay_cut_by_sigterm_is_waited_out_on_resume(cli, write, tmp_path):
+    flag = tmp_path / "flag"
+    spec = write("rd.toml", f"""
+        [tasks.f]
+        call = "misbehave:fail_if_exists"
+        kwargs = {{ flag = "{flag}" }}
+        retries = 1
+        retry_delay = 20
+        retry_backoff = "fixed"
+        retry_jitter = false
+    """)
+    flag.write_text("")
+    journal = Path(os.environ["DAGRUN_STATE_DIR"]) / "runs" / "rd" / "journal"
+    proc = start("run", str(spec), "--run-id", "rd")
+    wait_for(lambda: journal.exists() and b'"retrying"' in journal.read_bytes())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 130
+    flag.unlink()
+    r = cli("resume", "rd", "--json")
+    assert r.code == 0, r.stderr
+    history = [rec["attempt"] for rec in read_journal(journal).records if "attempt" in rec]
+    assert len(history) == 2
+    # 1 s of slack for clock granularity; the delay is 20 s, a skipped one ~0.3 s.
+    assert history[1]["started"] >= history[0]["ended"] + 19
+
+
+def test_a_run_of_an_older_state_format_is_refused_in_one_line(cli, write, tmp_path):
+    from dagrun.store.records import frame, unframe
+
+    spec = write("chain.toml", CHAIN.format(log=tmp_path / "log", sleep=0))
+    assert cli("run", str(spec), "--run-id", "old").code == 0
+    meta_path = tmp_path / "state" / "runs" / "old" / "run.json"
+    meta = unframe(meta_path.read_bytes())
+    meta["v"] = 1
+    del meta["nonce"]
+    meta_path.write_bytes(frame(meta))
+    r = cli("resume", "old", "--json")
+    assert r.code == 2 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1
+    assert "older dagrun" in r.stderr

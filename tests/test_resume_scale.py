@@ -11,6 +11,7 @@ from dagrun import api
 from dagrun.report import QuietReporter
 from dagrun.spec import parse_document
 from dagrun.store.journal import Journal
+from dagrun.store.records import Chain
 from dagrun.store.runs import StateDir
 
 N = 100_000
@@ -42,14 +43,14 @@ def test_resume_of_100k_tasks_dispatches_within_seconds(tmp_path):
     state = tmp_path / "state"
     info = StateDir(state).create_run("big", spec, {"workers": 2, "durability": "fast",
                                                     "deadline": None})
-    journal = Journal(info.journal_path)
+    journal = Journal(info.journal_path, chain=Chain("big", info.meta["nonce"]))
     records = []
     for i in range(N // 2):
-        records.append({"v": 1, "task": f"t{i}", "state": "running", "attempts": 1, "at": 0})
-        records.append({"v": 1, "task": f"t{i}", "state": "completed", "attempts": 1,
+        records.append({"v": 2, "task": f"t{i}", "state": "running", "attempts": 1, "at": 0})
+        records.append({"v": 2, "task": f"t{i}", "state": "completed", "attempts": 1,
                         "at": 0, "output": i, "attempt": {"attempt": 1, "started": 0,
                                                           "ended": 0, "error": None}})
-    records += [{"v": 1, "task": f"t{i}", "state": "running", "attempts": 1, "at": 0}
+    records += [{"v": 2, "task": f"t{i}", "state": "running", "attempts": 1, "at": 0}
                 for i in range(N // 2, N // 2 + 2)]
     journal.append(records)
     journal.close()

@@ -19,6 +19,8 @@ the scheduler acts on them. Durability modes:
 
 A batch torn by a crash or a full disk leaves at most one partial line at the
 end; its checksum rejects it on read and the next writer starts on a new line.
+Records are sealed by the run's Chain (records.py) as they are framed, so the
+chain a crash leaves is always whole up to the cut.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from dagrun.errors import StateIOError
-from dagrun.store.records import frame, unframe
+from dagrun.store.records import Chain, frame, short_digest, unframe
 
 _ATOMIC_SYNC_INTERVAL = 1.0
 
@@ -46,9 +48,10 @@ def describe_os_error(exc: OSError) -> str:
 
 
 class Journal:
-    def __init__(self, path: Path, durability: str = "fast") -> None:
+    def __init__(self, path: Path, durability: str = "fast", chain: Chain | None = None) -> None:
         self.path = path
         self.durability = durability
+        self.chain = chain
         self._last_sync = time.monotonic()
         self._dirty = False
         try:
@@ -69,7 +72,8 @@ class Journal:
         return self._fd
 
     def append(self, records: Iterable[dict[str, Any]], *, sync: bool = True) -> None:
-        data = b"".join(frame(r) for r in records)
+        seal = self.chain.seal if self.chain is not None else frame
+        data = b"".join(seal(r) for r in records)
         if not data:
             return
         try:
@@ -114,16 +118,26 @@ class Journal:
             self._dirty = False
 
     def close(self) -> None:
+        """The last sync: a failure is a failed write (StateIOError), never ignored."""
         if self._fd < 0:
             return
+        fd, self._fd = self._fd, -1
+        failure: OSError | None = None
         try:
             if self._dirty and self.durability != "fast":
-                os.fsync(self._fd)
-        except OSError:
-            pass
-        finally:
-            os.close(self._fd)
-            self._fd = -1
+                os.fsync(fd)
+                self._dirty = False
+        except OSError as exc:
+            failure = exc
+        try:
+            os.close(fd)
+        except OSError as exc:
+            failure = failure or exc
+        if failure is not None:
+            raise StateIOError(
+                f"cannot sync {self.path}: {describe_os_error(failure)}; the last records "
+                "may not be on disk: once this is fixed, continue with `dagrun resume "
+                f"{self.path.parent.name}`")
 
 
 def fsync_dir(path: Path) -> None:
@@ -158,6 +172,8 @@ def _last_byte(path: Path) -> bytes:
 @dataclass
 class JournalContents:
     records: list[dict[str, Any]] = field(default_factory=list)
+    digests: list[str] = field(default_factory=list)  # each record's short digest
+    lines: list[int] = field(default_factory=list)  # each record's 1-based line number
     bad_lines: list[int] = field(default_factory=list)  # 1-based line numbers rejected
     torn_tail: bool = False  # the last line has no newline: cut short by a crash
 
@@ -185,6 +201,8 @@ def read_journal(path: Path) -> JournalContents:
             continue
         if isinstance(record, dict):
             out.records.append(record)
+            out.digests.append(short_digest(line))
+            out.lines.append(number)
         else:
             out.bad_lines.append(number)
     return out

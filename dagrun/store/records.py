@@ -4,22 +4,38 @@ A frame is one line: the SHA-256 hex digest of the body, a space, the body
 (orjson bytes, which never contain a newline), a newline. A frame whose digest
 does not match, or that is torn (no newline), is rejected on read, so a torn
 or corrupted record is detected and treated as absent.
+
+A checksum only proves a line is whole, not that it belongs where it is: a
+line copied from another run's journal, or one replayed, checksums just as
+well. So every journal record is also bound to its run and chained per task
+(`Chain`, below; the rules that read the chain are in repair.py).
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # dead letters and breaker files
+# run.json and journal records: 2 added the run binding (run id + nonce) and
+# the per-task chain. Runs written in format 1 are refused with one line.
+RUN_FORMAT = 2
 _DIGEST_LEN = 64
+SHORT_DIGEST = 16  # hex characters of a frame's digest that name it in a chain
 
 
 def frame(obj: Any) -> bytes:
     body = orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
     return hashlib.sha256(body).hexdigest().encode("ascii") + b" " + body + b"\n"
+
+
+def short_digest(framed: bytes) -> str:
+    """The name of a framed record in its task's chain."""
+    return framed[:SHORT_DIGEST].decode("ascii")
 
 
 def unframe(line: bytes) -> Any:
@@ -32,3 +48,29 @@ def unframe(line: bytes) -> Any:
     if hashlib.sha256(body).hexdigest().encode("ascii") != line[:_DIGEST_LEN]:
         raise ValueError("checksum mismatch")
     return orjson.loads(body)
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(8)
+
+
+@dataclass
+class Chain:
+    """What the writer of a run's journal stamps on each record: the run id and
+    the run's nonce (from run.json), and for a task record `prev`, the short
+    digest of that task's previous record (its head; None for the first)."""
+
+    run_id: str
+    nonce: str
+    heads: dict[str, str] = field(default_factory=dict)
+
+    def seal(self, rec: dict[str, Any]) -> bytes:
+        rec["run"] = self.run_id
+        rec["nonce"] = self.nonce
+        tid = rec.get("task")
+        if tid is None:
+            return frame(rec)
+        rec["prev"] = self.heads.get(tid)
+        data = frame(rec)
+        self.heads[tid] = short_digest(data)
+        return data

@@ -26,7 +26,7 @@ from typing import Any
 from dagrun.errors import RunLocked, StateIOError, UnknownRun, UsageError
 from dagrun.spec import PipelineSpec
 from dagrun.store.journal import describe_os_error, fsync_dir
-from dagrun.store.records import FORMAT_VERSION, frame, unframe
+from dagrun.store.records import RUN_FORMAT, frame, new_nonce, unframe
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -126,7 +126,7 @@ class StateDir:
                             f"--run-id or `dagrun resume {run_id}`")
         if (path / "run.json").exists():
             raise exists
-        meta = {"v": FORMAT_VERSION, "run_id": run_id, "pipeline": spec.name,
+        meta = {"v": RUN_FORMAT, "run_id": run_id, "nonce": new_nonce(), "pipeline": spec.name,
                 "created": time.time(), "settings": settings, "spec": spec.to_dict()}
         tmp = self.runs / f".new-{run_id}-{os.getpid()}-{secrets.token_hex(4)}"
         try:
@@ -161,7 +161,14 @@ class StateDir:
             raise UnknownRun(f"cannot read {meta_path}: {describe_os_error(exc)}") from None
         try:
             meta = unframe(data.split(b"\n", 1)[0])
-            if meta.get("v") != FORMAT_VERSION or meta.get("run_id") != run_id:
+            version = meta.get("v")
+            if isinstance(version, int) and 0 < version < RUN_FORMAT:
+                # Its records carry no run binding: refused rather than half-trusted.
+                raise UnknownRun(f"run {run_id!r} was written by an older dagrun (state "
+                                 f"format {version}; this one reads {RUN_FORMAT}): finish it "
+                                 "with that version or start a new run")
+            if (version != RUN_FORMAT or meta.get("run_id") != run_id
+                    or not isinstance(meta.get("nonce"), str)):
                 raise ValueError("wrong version or run id")
             snapshot = PipelineSpec.from_dict(meta["spec"])
         except (ValueError, KeyError, TypeError, AttributeError):
