@@ -293,14 +293,14 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
           lock: Any = None, unsettled_letters: set[str] | None = None) -> RunResult:
     """Lock the run (unless `lock`, already held, is given) and execute the
     scheduler loop on it: shared by run and resume."""
-    from dagrun.callables import add_import_path
+    from dagrun.callables import add_import_paths
     from dagrun.executor.base import backend_class
     from dagrun.report import QuietReporter
     from dagrun.scheduler import CancelToken, Scheduler
     from dagrun.store.journal import Journal
     from dagrun.store.runs import Lock
 
-    add_import_path(spec.base_dir)
+    add_import_paths(spec)
     own_lock = lock is None
     if own_lock:
         lock = Lock(info.path / "lock", f"run {info.run_id}")
