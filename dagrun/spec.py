@@ -223,6 +223,8 @@ def _parse_toml(text: str, label: str) -> Any:
         raise SpecError(f"{label}: invalid TOML: {msg}") from None
     except RecursionError:  # tomllib parses nested arrays and inline tables recursively
         raise SpecError(f"{label}: invalid TOML: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise SpecError(f"{label}: invalid TOML: {exc}") from None
 
 
 def _parse_yaml(text: str, label: str) -> Any:
@@ -237,6 +239,8 @@ def _parse_yaml(text: str, label: str) -> Any:
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"{label}: invalid YAML: {where}{problem}") from None
+    except (ValueError, OverflowError) as exc:  # "\UFFFFFFFF", a date like 2026-02-30
+        raise SpecError(f"{label}: invalid YAML: {exc}") from None
 
 
 # ---------------------------------------------------------------- validation

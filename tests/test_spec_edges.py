@@ -160,6 +160,11 @@ def test_toml_x_keys_are_ignored_but_other_unknown_keys_are_not(cli, write):
     ("deeptables.toml", GOOD_TASK + "[tasks.a.kwargs" + ".x" * 260 + "]\n",
      "nested more than"),
     ("breakerlist.toml", GOOD_TASK + 'breaker = ["x"]\n', "'breaker' must name"),
+    ("escape.yaml", 'tasks: "\\UFFFFFFFF"\n', "invalid YAML"),
+    ("baddate.yaml", 'tasks: {a: {call: "basic:const", kwargs: {value: 2026-02-30}}}\n',
+     "invalid YAML"),
+    ("hugeint.toml", GOOD_TASK + "kwargs = {value = " + "9" * 5000 + "}\n", "invalid TOML"),
+    ("hugeretries.toml", GOOD_TASK + "retries = " + "9" * 30 + "\n", "'retries'"),
 ])
 @pytest.mark.parametrize("command", ["validate", "run"])
 def test_malformed_structures_exit_2(cli, write, name, text, message, command):
