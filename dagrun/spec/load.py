@@ -13,19 +13,21 @@ import gc
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dagrun.durations import parse_duration, parse_size
 from dagrun.errors import SpecError
-
-TASK_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
-CALL = re.compile(rf"^{_DOTTED}:{_DOTTED}$")
-DURABILITY_MODES = ("fast", "atomic", "durable")
-BACKOFFS = ("fixed", "linear", "exponential")
-DEFAULT_DURABILITY = "atomic"  # as cheap as fast, measured: README, Crash safety
+from dagrun.spec.model import (
+    BACKOFFS,
+    CALL,
+    DURABILITY_MODES,
+    TASK_ID,
+    BreakerSpec,
+    PipelineSpec,
+    RetryPolicy,
+    TaskSpec,
+)
 
 TOP_KEYS = ("pipeline", "defaults", "tasks", "breakers")
 PIPELINE_KEYS = ("name", "description", "workers", "deadline", "durability",
@@ -36,145 +38,6 @@ POLICY_KEYS = (
 )
 TASK_KEYS = ("call", "deps", "inputs", "kwargs", *POLICY_KEYS)
 BREAKER_KEYS = ("failure_threshold", "cooldown", "success_threshold", "max_wait")
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    retries: int = 0
-    delay: float = 1.0
-    backoff: str = "exponential"
-    max_delay: float = 60.0
-    jitter: bool = True
-    retry_on: tuple[str, ...] = ()
-    no_retry_on: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class TaskSpec:
-    id: str
-    call: str
-    deps: tuple[str, ...] = ()
-    inputs: Mapping[str, str] = field(default_factory=dict)  # parameter -> upstream task id
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    priority: int = 0
-    timeout: float | None = None
-    timeout_grace: float = 1.0
-    retry: RetryPolicy = RetryPolicy()
-    memory_limit: int | None = None
-    breaker: str | None = None
-
-    def definition(self) -> dict[str, Any]:
-        """What decides the task's output: a change here means the task must re-run."""
-        return {"call": self.call, "kwargs": self.kwargs, "inputs": self.inputs,
-                "deps": list(self.deps)}
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerSpec:
-    name: str
-    failure_threshold: int = 5
-    cooldown: float = 60.0
-    success_threshold: int = 1
-    max_wait: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PipelineSpec:
-    name: str
-    tasks: Mapping[str, TaskSpec]
-    workers: int | None = None  # None: the CPU count
-    description: str = ""
-    deadline: float | None = None
-    durability: str | None = None  # None: the default mode
-    max_tasks_per_worker: int | None = None
-    breakers: Mapping[str, BreakerSpec] = field(default_factory=dict)
-    source: str | None = None  # the spec file, if any
-    base_dir: str | None = None  # made importable for the task callables
-    python_path: tuple[str, ...] = ()  # absolute folders, importable after base_dir
-
-    def to_dict(self) -> dict[str, Any]:
-        """A plain JSON-able snapshot; from_dict() rebuilds it without re-validating."""
-        return {
-            "name": self.name, "workers": self.workers, "description": self.description,
-            "deadline": self.deadline, "durability": self.durability,
-            "max_tasks_per_worker": self.max_tasks_per_worker,
-            "source": self.source, "base_dir": self.base_dir,
-            "python_path": list(self.python_path),
-            "breakers": {n: _breaker_dict(b) for n, b in self.breakers.items()},
-            "tasks": [_task_dict(t) for t in self.tasks.values()],
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PipelineSpec:
-        # Hot at 100k tasks (resume loads the snapshot): tasks mostly share one
-        # retry policy, so build each distinct policy once.
-        tasks = {}
-        policies: dict[tuple[Any, ...], RetryPolicy] = {}
-        # Keys left out by _task_dict() have their default values.
-        get = dict.get
-        for t in data["tasks"]:
-            r = get(t, "retry")
-            if r is None:
-                retry = _DEFAULT_RETRY
-            else:
-                key = (r["retries"], r["delay"], r["backoff"], r["max_delay"], r["jitter"],
-                       tuple(r["retry_on"]), tuple(r["no_retry_on"]))
-                retry = policies.get(key)
-                if retry is None:
-                    retry = policies[key] = RetryPolicy(*key)
-            tasks[t["id"]] = TaskSpec(
-                t["id"], t["call"], tuple(get(t, "deps", ())), get(t, "inputs") or {},
-                get(t, "kwargs") or {}, get(t, "priority", 0), get(t, "timeout"),
-                get(t, "timeout_grace", 1.0), retry, get(t, "memory_limit"),
-                get(t, "breaker"))
-        breakers = {n: BreakerSpec(**b) for n, b in data.get("breakers", {}).items()}
-        return cls(
-            name=data["name"], tasks=tasks, workers=data.get("workers"),
-            description=data.get("description", ""), deadline=data.get("deadline"),
-            durability=data.get("durability"),
-            max_tasks_per_worker=data.get("max_tasks_per_worker"), breakers=breakers,
-            source=data.get("source"), base_dir=data.get("base_dir"),
-            python_path=tuple(data.get("python_path", ())),
-        )
-
-
-_DEFAULT_RETRY = RetryPolicy()
-
-
-def _task_dict(t: TaskSpec) -> dict[str, Any]:
-    """Only what differs from TaskSpec's defaults: a 100k-task snapshot is ~5x
-    smaller this way (faster to write at `run`, to read at `resume`)."""
-    d: dict[str, Any] = {"id": t.id, "call": t.call}
-    if t.deps:
-        d["deps"] = list(t.deps)
-    if t.inputs:
-        d["inputs"] = dict(t.inputs)
-    if t.kwargs:
-        d["kwargs"] = dict(t.kwargs)
-    if t.priority:
-        d["priority"] = t.priority
-    if t.timeout is not None:
-        d["timeout"] = t.timeout
-    if t.timeout_grace != 1.0:
-        d["timeout_grace"] = t.timeout_grace
-    if t.memory_limit is not None:
-        d["memory_limit"] = t.memory_limit
-    if t.breaker is not None:
-        d["breaker"] = t.breaker
-    r = t.retry
-    if r != _DEFAULT_RETRY:
-        d["retry"] = {"retries": r.retries, "delay": r.delay, "backoff": r.backoff,
-                      "max_delay": r.max_delay, "jitter": r.jitter,
-                      "retry_on": list(r.retry_on), "no_retry_on": list(r.no_retry_on)}
-    return d
-
-
-def _breaker_dict(b: BreakerSpec) -> dict[str, Any]:
-    return {"name": b.name, "failure_threshold": b.failure_threshold, "cooldown": b.cooldown,
-            "success_threshold": b.success_threshold, "max_wait": b.max_wait}
-
-
-# ---------------------------------------------------------------- loading files
 
 
 def load_spec(path: str | os.PathLike[str]) -> PipelineSpec:
@@ -230,7 +93,7 @@ def _parse_toml(text: str, label: str) -> Any:
 def _parse_yaml(text: str, label: str) -> Any:
     import yaml
 
-    from dagrun.spec_yaml import load_yaml
+    from dagrun.spec.yaml_doc import load_yaml
 
     try:
         return load_yaml(text, label)
@@ -242,8 +105,6 @@ def _parse_yaml(text: str, label: str) -> Any:
     except (ValueError, OverflowError) as exc:  # "\UFFFFFFFF", a date like 2026-02-30
         raise SpecError(f"{label}: invalid YAML: {exc}") from None
 
-
-# ---------------------------------------------------------------- validation
 
 
 def _name_from_stem(stem: str) -> str:
