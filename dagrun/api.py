@@ -312,7 +312,7 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
           heads: dict[str, str] | None = None) -> RunResult:
     """Lock the run (unless `lock`, already held, is given) and execute the
     scheduler loop on it: shared by run and resume."""
-    from dagrun.callables import add_import_path
+    from dagrun.callables import add_import_paths
     from dagrun.executor.base import backend_class
     from dagrun.report import QuietReporter
     from dagrun.scheduler import CancelToken, Scheduler
@@ -320,7 +320,7 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
     from dagrun.store.records import Chain
     from dagrun.store.runs import Lock
 
-    add_import_path(spec.base_dir)
+    add_import_paths(spec)
     own_lock = lock is None
     if own_lock:
         lock = Lock(info.path / "lock", f"run {info.run_id}")

@@ -3,6 +3,7 @@ importable, and checking that a task's kwargs and inputs fit its signature."""
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import os
@@ -18,6 +19,18 @@ from dagrun.spec import PipelineSpec, TaskSpec
 def add_import_path(base_dir: str | None) -> None:
     if base_dir and base_dir not in sys.path:
         sys.path.insert(0, base_dir)
+
+
+def import_dirs(spec: PipelineSpec) -> list[str]:
+    """The folders a spec makes importable, first searched first."""
+    return [d for d in (spec.base_dir, *spec.python_path) if d]
+
+
+def add_import_paths(spec: PipelineSpec) -> None:
+    """Put the spec's folder and its python_path in front of sys.path; forked
+    workers inherit it."""
+    for d in reversed(import_dirs(spec)):
+        add_import_path(d)
 
 
 def resolve(call: str) -> Callable[..., Any]:
@@ -60,7 +73,7 @@ def _stdout_to_stderr() -> Iterator[None]:
 
 
 def _check_callables(spec: PipelineSpec) -> None:
-    add_import_path(spec.base_dir)
+    add_import_paths(spec)
     where = spec.source or "<pipeline>"
     cache: dict[str, Callable[..., Any]] = {}
     checked: set[tuple[str, tuple[str, ...], tuple[str, ...]]] = set()
@@ -75,7 +88,7 @@ def _check_callables(spec: PipelineSpec) -> None:
                 fn = cache[t.call] = resolve(t.call)
             except ModuleNotFoundError as exc:
                 raise SpecError(f"{where}: task {t.id!r}: cannot import {t.call!r}: "
-                                f"no module named {exc.name!r}") from None
+                                f"no module named {exc.name!r}{_searched(spec)}") from None
             except AttributeError:
                 mod, _, attr = t.call.partition(":")
                 raise SpecError(f"{where}: task {t.id!r}: module {mod!r} has no "
@@ -96,4 +109,25 @@ def _check_signature(t: TaskSpec, fn: Callable[..., Any], where: str) -> None:
         sig.bind(**{n: None for n in names})
     except TypeError as exc:
         raise SpecError(f"{where}: task {t.id!r}: arguments do not fit {t.call}{sig}: "
-                        f"{exc}") from None
+                        f"{exc}{_closest_parameter(names, sig)}") from None
+
+
+def _closest_parameter(names: list[str], sig: inspect.Signature) -> str:
+    """A did-you-mean for the first argument the function has no parameter for."""
+    params = sig.parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return ""
+    free = [n for n, p in params.items() if n not in names
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for name in names:
+        if name not in params:
+            close = difflib.get_close_matches(name, free, n=1)
+            return f" (did you mean {close[0]!r} for {name!r}?)" if close else ""
+    return ""
+
+
+def _searched(spec: PipelineSpec) -> str:
+    dirs = import_dirs(spec)
+    where = f"the folders {', '.join(dirs)} and " if dirs else ""
+    hint = "" if spec.python_path else "; add folders with python_path under [pipeline]"
+    return f" (searched {where}the installed packages{hint})"

@@ -41,13 +41,15 @@ def json_option(f: F) -> F:
                         help="Print one JSON object on stdout and nothing else.")(f)
 
 
-def duration(value: str | None, name: str) -> float | None:
+def duration(value: str | None, name: str, *, allow_none: bool = False) -> float | None:
+    """A positive duration option; `allow_none` (only --deadline, as README says)
+    lets `none`/`off` mean 0.0: explicitly no deadline, overriding the spec's."""
     from dagrun.durations import parse_duration
 
     if value is None:
         return None
-    if value.strip().lower() in ("none", "off"):
-        return 0.0  # explicitly no deadline, overriding the spec's or the run's
+    if allow_none and value.strip().lower() in ("none", "off"):
+        return 0.0
     try:
         seconds = parse_duration(value)
     except ValueError as exc:
@@ -55,6 +57,10 @@ def duration(value: str | None, name: str) -> float | None:
     if seconds <= 0:
         raise click.BadParameter("must be positive", param_hint=name)
     return seconds
+
+
+def deadline_seconds(value: str | None) -> float | None:
+    return duration(value, "--deadline", allow_none=True)
 
 
 def emit_result(result: Any, json_mode: bool) -> int:
@@ -111,7 +117,7 @@ def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers:
         raise click.UsageError("--wait-timeout needs --if-running wait")
     try:
         result = api.run(spec, state_dir=state_dir, run_id=run_id, workers=workers,
-                         durability=durability, deadline=duration(deadline, "--deadline"),
+                         durability=durability, deadline=deadline_seconds(deadline),
                          if_running=if_running,
                          wait_timeout=duration(wait_timeout, "--wait-timeout"),
                          reporter=choose_reporter(json_mode))
@@ -149,7 +155,7 @@ def resume(run_id: str, state_dir: str, json_mode: bool, durability: str | None,
 
     result = api.resume(run_id, state_dir=state_dir, spec_path=spec_path,
                         retry_failed=retry_failed, durability=durability,
-                        deadline=duration(deadline, "--deadline"),
+                        deadline=deadline_seconds(deadline),
                         reporter=choose_reporter(json_mode), allow_removed=allow_removed)
     return emit_result(result, json_mode)
 
@@ -259,7 +265,7 @@ def dlq_retry(run_id: str, tasks: tuple[str, ...], state_dir: str, json_mode: bo
     from dagrun.report import choose_reporter
 
     result = api.dlq_retry(run_id, tasks, state_dir=state_dir, durability=durability,
-                           deadline=duration(deadline, "--deadline"),
+                           deadline=deadline_seconds(deadline),
                            reporter=choose_reporter(json_mode))
     return emit_result(result, json_mode)
 

@@ -90,7 +90,7 @@ class DeadLetterQueue:
             return base
         from dagrun.spec import TASK_ID
 
-        if not TASK_ID.match(task):
+        if not TASK_ID.fullmatch(task):
             raise UsageError(f"invalid task id {task!r}")
         return base / task
 

@@ -41,7 +41,7 @@ def file_identity(path: Path) -> tuple[int, int, int] | None:
 
 
 def check_run_id(run_id: str) -> str:
-    if not isinstance(run_id, str) or not RUN_ID.match(run_id) or ".." in run_id:
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id) or ".." in run_id:
         raise UsageError(f"invalid run id {run_id!r}: use 1-128 letters, digits, '.', '_' "
                          "or '-', starting with a letter or digit, without '..'")
     return run_id

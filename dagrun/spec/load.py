@@ -13,164 +13,31 @@ import gc
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dagrun.durations import parse_duration, parse_size
 from dagrun.errors import SpecError
-
-TASK_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
-CALL = re.compile(rf"^{_DOTTED}:{_DOTTED}$")
-DURABILITY_MODES = ("fast", "atomic", "durable")
-BACKOFFS = ("fixed", "linear", "exponential")
-DEFAULT_DURABILITY = "atomic"  # as cheap as fast, measured: README, Crash safety
+from dagrun.spec.model import (
+    BACKOFFS,
+    CALL,
+    DURABILITY_MODES,
+    TASK_ID,
+    BreakerSpec,
+    PipelineSpec,
+    RetryPolicy,
+    TaskSpec,
+)
 
 TOP_KEYS = ("pipeline", "defaults", "tasks", "breakers")
-PIPELINE_KEYS = ("name", "description", "workers", "deadline", "durability", "max_tasks_per_worker")
+PIPELINE_KEYS = ("name", "description", "workers", "deadline", "durability",
+                 "max_tasks_per_worker", "python_path")
 POLICY_KEYS = (
     "timeout", "timeout_grace", "retries", "retry_delay", "retry_backoff", "retry_max_delay",
     "retry_jitter", "retry_on", "no_retry_on", "priority", "memory_limit", "breaker",
 )
 TASK_KEYS = ("call", "deps", "inputs", "kwargs", *POLICY_KEYS)
 BREAKER_KEYS = ("failure_threshold", "cooldown", "success_threshold", "max_wait")
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    retries: int = 0
-    delay: float = 1.0
-    backoff: str = "exponential"
-    max_delay: float = 60.0
-    jitter: bool = True
-    retry_on: tuple[str, ...] = ()
-    no_retry_on: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class TaskSpec:
-    id: str
-    call: str
-    deps: tuple[str, ...] = ()
-    inputs: Mapping[str, str] = field(default_factory=dict)  # parameter -> upstream task id
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    priority: int = 0
-    timeout: float | None = None
-    timeout_grace: float = 1.0
-    retry: RetryPolicy = RetryPolicy()
-    memory_limit: int | None = None
-    breaker: str | None = None
-
-    def definition(self) -> dict[str, Any]:
-        """What decides the task's output: a change here means the task must re-run."""
-        return {"call": self.call, "kwargs": self.kwargs, "inputs": self.inputs,
-                "deps": list(self.deps)}
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerSpec:
-    name: str
-    failure_threshold: int = 5
-    cooldown: float = 60.0
-    success_threshold: int = 1
-    max_wait: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PipelineSpec:
-    name: str
-    tasks: Mapping[str, TaskSpec]
-    workers: int | None = None  # None: the CPU count
-    description: str = ""
-    deadline: float | None = None
-    durability: str | None = None  # None: the default mode
-    max_tasks_per_worker: int | None = None
-    breakers: Mapping[str, BreakerSpec] = field(default_factory=dict)
-    source: str | None = None  # the spec file, if any
-    base_dir: str | None = None  # made importable for the task callables
-
-    def to_dict(self) -> dict[str, Any]:
-        """A plain JSON-able snapshot; from_dict() rebuilds it without re-validating."""
-        return {
-            "name": self.name, "workers": self.workers, "description": self.description,
-            "deadline": self.deadline, "durability": self.durability,
-            "max_tasks_per_worker": self.max_tasks_per_worker,
-            "source": self.source, "base_dir": self.base_dir,
-            "breakers": {n: _breaker_dict(b) for n, b in self.breakers.items()},
-            "tasks": [_task_dict(t) for t in self.tasks.values()],
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PipelineSpec:
-        # Hot at 100k tasks (resume loads the snapshot): tasks mostly share one
-        # retry policy, so build each distinct policy once.
-        tasks = {}
-        policies: dict[tuple[Any, ...], RetryPolicy] = {}
-        # Keys left out by _task_dict() have their default values.
-        get = dict.get
-        for t in data["tasks"]:
-            r = get(t, "retry")
-            if r is None:
-                retry = _DEFAULT_RETRY
-            else:
-                key = (r["retries"], r["delay"], r["backoff"], r["max_delay"], r["jitter"],
-                       tuple(r["retry_on"]), tuple(r["no_retry_on"]))
-                retry = policies.get(key)
-                if retry is None:
-                    retry = policies[key] = RetryPolicy(*key)
-            tasks[t["id"]] = TaskSpec(
-                t["id"], t["call"], tuple(get(t, "deps", ())), get(t, "inputs") or {},
-                get(t, "kwargs") or {}, get(t, "priority", 0), get(t, "timeout"),
-                get(t, "timeout_grace", 1.0), retry, get(t, "memory_limit"),
-                get(t, "breaker"))
-        breakers = {n: BreakerSpec(**b) for n, b in data.get("breakers", {}).items()}
-        return cls(
-            name=data["name"], tasks=tasks, workers=data.get("workers"),
-            description=data.get("description", ""), deadline=data.get("deadline"),
-            durability=data.get("durability"),
-            max_tasks_per_worker=data.get("max_tasks_per_worker"), breakers=breakers,
-            source=data.get("source"), base_dir=data.get("base_dir"),
-        )
-
-
-_DEFAULT_RETRY = RetryPolicy()
-
-
-def _task_dict(t: TaskSpec) -> dict[str, Any]:
-    """Only what differs from TaskSpec's defaults: a 100k-task snapshot is ~5x
-    smaller this way (faster to write at `run`, to read at `resume`)."""
-    d: dict[str, Any] = {"id": t.id, "call": t.call}
-    if t.deps:
-        d["deps"] = list(t.deps)
-    if t.inputs:
-        d["inputs"] = dict(t.inputs)
-    if t.kwargs:
-        d["kwargs"] = dict(t.kwargs)
-    if t.priority:
-        d["priority"] = t.priority
-    if t.timeout is not None:
-        d["timeout"] = t.timeout
-    if t.timeout_grace != 1.0:
-        d["timeout_grace"] = t.timeout_grace
-    if t.memory_limit is not None:
-        d["memory_limit"] = t.memory_limit
-    if t.breaker is not None:
-        d["breaker"] = t.breaker
-    r = t.retry
-    if r != _DEFAULT_RETRY:
-        d["retry"] = {"retries": r.retries, "delay": r.delay, "backoff": r.backoff,
-                      "max_delay": r.max_delay, "jitter": r.jitter,
-                      "retry_on": list(r.retry_on), "no_retry_on": list(r.no_retry_on)}
-    return d
-
-
-def _breaker_dict(b: BreakerSpec) -> dict[str, Any]:
-    return {"name": b.name, "failure_threshold": b.failure_threshold, "cooldown": b.cooldown,
-            "success_threshold": b.success_threshold, "max_wait": b.max_wait}
-
-
-# ---------------------------------------------------------------- loading files
 
 
 def load_spec(path: str | os.PathLike[str]) -> PipelineSpec:
@@ -217,37 +84,27 @@ def _parse_toml(text: str, label: str) -> Any:
         if "twice" in msg or "overwrite a value" in msg:
             msg += " (a duplicate key or task id?)"
         raise SpecError(f"{label}: invalid TOML: {msg}") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise SpecError(f"{label}: invalid TOML: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise SpecError(f"{label}: invalid TOML: {exc}") from None
 
 
 def _parse_yaml(text: str, label: str) -> Any:
     import yaml
 
-    class UniqueKeyLoader(yaml.SafeLoader):
-        pass
+    from dagrun.spec.yaml_doc import load_yaml
 
-    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-        loader.flatten_mapping(node)
-        seen: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            if key in seen:
-                line = key_node.start_mark.line + 1
-                raise SpecError(f"{label}: line {line}: duplicate key {key!r}")
-            seen[key] = loader.construct_object(value_node, deep=True)
-        return seen
-
-    UniqueKeyLoader.add_constructor(
-        yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
     try:
-        return yaml.load(text, Loader=UniqueKeyLoader)
+        return load_yaml(text, label)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"{label}: invalid YAML: {where}{problem}") from None
+    except (ValueError, OverflowError) as exc:  # "\UFFFFFFFF", a date like 2026-02-30
+        raise SpecError(f"{label}: invalid YAML: {exc}") from None
 
-
-# ---------------------------------------------------------------- validation
 
 
 def _name_from_stem(stem: str) -> str:
@@ -262,14 +119,16 @@ def parse_document(doc: Any, *, source: str = "<pipeline>", default_name: str = 
     where = source
     if not isinstance(doc, Mapping):
         raise SpecError(f"{where}: the document must be a table/mapping with a 'tasks' section")
-    _check_keys(doc, TOP_KEYS, where, "top-level key")
+    # Top-level `x-...` keys are ignored, as in Docker Compose: a place for YAML anchors.
+    _check_keys({k: v for k, v in doc.items() if not (isinstance(k, str) and k.startswith("x-"))},
+                TOP_KEYS, where, "top-level key")
 
     pipe = doc.get("pipeline", {})
     _expect_mapping(pipe, f"{where}: 'pipeline'")
     _check_keys(pipe, PIPELINE_KEYS, f"{where}: [pipeline]", "key")
     pctx = f"{where}: [pipeline]"
     name = pipe.get("name", default_name)
-    if not isinstance(name, str) or not TASK_ID.match(name):
+    if not isinstance(name, str) or not TASK_ID.fullmatch(name):
         raise SpecError(f"{pctx}: 'name' must match {TASK_ID.pattern}, got {name!r}")
     workers = _opt_int(pipe, "workers", pctx, minimum=1)
     deadline = _opt_duration(pipe, "deadline", pctx, positive=True)
@@ -281,13 +140,14 @@ def parse_document(doc: Any, *, source: str = "<pipeline>", default_name: str = 
     description = pipe.get("description", "")
     if not isinstance(description, str):
         raise SpecError(f"{pctx}: 'description' must be a string")
+    python_path = _python_path(pipe, pctx, base_dir)
 
     breakers_doc = doc.get("breakers", {})
     _expect_mapping(breakers_doc, f"{where}: 'breakers'")
     breakers = {}
     for bname, bdoc in breakers_doc.items():
         bctx = f"{where}: breaker {bname!r}"
-        if not isinstance(bname, str) or not TASK_ID.match(bname):
+        if not isinstance(bname, str) or not TASK_ID.fullmatch(bname):
             raise SpecError(f"{where}: breaker name {bname!r} must match {TASK_ID.pattern}")
         _expect_mapping(bdoc, bctx)
         _check_keys(bdoc, BREAKER_KEYS, bctx, "key")
@@ -310,9 +170,11 @@ def parse_document(doc: Any, *, source: str = "<pipeline>", default_name: str = 
     if not tasks_doc:
         raise SpecError(f"{where}: 'tasks' is empty: a pipeline needs at least one task")
     tasks: dict[str, TaskSpec] = {}
-    shared: dict[str, Any] = {}  # the policy of tasks that set none of their own
+    # The policy of tasks that set none of their own, parsed here so that a bad
+    # value in [defaults] is reported as such, not as the first task's.
+    shared = {"policy": _parse_policy(defaults, breakers, f"{where}: [defaults]")}
     for tid, tdoc in tasks_doc.items():
-        if not isinstance(tid, str) or not TASK_ID.match(tid):
+        if not isinstance(tid, str) or not TASK_ID.fullmatch(tid):
             raise SpecError(f"{where}: task id {tid!r} is invalid: ids are 1-128 characters "
                             "of letters, digits, '_', '.', '-' and do not start with '.' or '-'")
         tasks[tid] = _parse_task(tid, tdoc, defaults, breakers, where, shared)
@@ -320,8 +182,22 @@ def parse_document(doc: Any, *, source: str = "<pipeline>", default_name: str = 
     return PipelineSpec(
         name=name, tasks=tasks, workers=workers, description=description, deadline=deadline,
         durability=durability, max_tasks_per_worker=max_tasks, breakers=breakers,
-        source=source, base_dir=base_dir,
+        source=source, base_dir=base_dir, python_path=python_path,
     )
+
+
+def _python_path(pipe: Mapping[str, Any], ctx: str, base_dir: str | None) -> tuple[str, ...]:
+    """Folders relative to the spec's folder (or, without a file, the current one)."""
+    value = pipe.get("python_path", [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise SpecError(f"{ctx}: 'python_path' must be a list of folders, got {value!r}")
+    base = base_dir or os.getcwd()
+    try:
+        return tuple(os.path.normpath(os.path.join(base, v)) for v in value)
+    except ValueError as exc:  # e.g. a NUL byte
+        raise SpecError(f"{ctx}: 'python_path': {exc}") from None
 
 
 def _parse_task(tid: str, tdoc: Any, defaults: Mapping[str, Any],
@@ -339,7 +215,7 @@ def _parse_task(tid: str, tdoc: Any, defaults: Mapping[str, Any],
     call = tdoc.get("call")
     if call is None:
         raise SpecError(f"{ctx}: missing 'call' (e.g. call = \"module:function\")")
-    if not isinstance(call, str) or not CALL.match(call):
+    if not isinstance(call, str) or not CALL.fullmatch(call):
         raise SpecError(f"{ctx}: 'call' must look like \"package.module:function\", got {call!r}")
 
     deps = tdoc.get("deps", ())
@@ -378,17 +254,15 @@ def _parse_task(tid: str, tdoc: Any, defaults: Mapping[str, Any],
             if k in inputs:
                 raise SpecError(f"{ctx}: parameter {k!r} is given both in 'kwargs' and "
                                 "'inputs'")
-        kwargs = {k: _plain(v, f"{ctx}: 'kwargs.{k}'") for k, v in kwargs.items()}
+        kwargs = {k: _plain(v, f"{ctx}: 'kwargs.{k}'", 1) for k, v in kwargs.items()}
 
     # A task without policy keys of its own has the defaults' policy: parsed once
-    # (for the first such task, so errors read the same) and shared, which saves
-    # time and memory on specs of 100k tasks. The values are frozen.
+    # and shared, which saves time and memory on specs of 100k tasks. The values
+    # are frozen.
     if not _POLICY_SET.isdisjoint(tdoc):
         policy = _parse_policy({**defaults, **tdoc}, breakers, ctx)
     else:
-        policy = shared.get("policy")
-        if policy is None:
-            policy = shared["policy"] = _parse_policy(defaults, breakers, ctx)
+        policy = shared["policy"]
     return TaskSpec(id=tid, call=call, deps=tuple(deps), inputs=dict(inputs), kwargs=kwargs,
                     **policy)
 
@@ -429,6 +303,9 @@ def _parse_policy(merged: Mapping[str, Any], breakers: Mapping[str, BreakerSpec]
 
     breaker = merged.get("breaker")
     if breaker is not None:
+        if not isinstance(breaker, str):
+            raise SpecError(f"{ctx}: 'breaker' must name a breaker of [breakers], "
+                            f"got {breaker!r}")
         if breaker not in breakers:
             hint = _did_you_mean(breaker, breakers)
             raise SpecError(f"{ctx}: 'breaker' names {breaker!r}, which is not defined in "
@@ -445,14 +322,16 @@ def _parse_policy(merged: Mapping[str, Any], breakers: Mapping[str, BreakerSpec]
     )
 
 
-def _plain(value: Any, ctx: str) -> Any:
+def _plain(value: Any, ctx: str, depth: int) -> Any:
     """Dates and times become ISO-8601 strings; anything not JSON-like is an error."""
     if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
         return value.isoformat()
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v, ctx) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v, ctx) for v in value]
+    if isinstance(value, (Mapping, list, tuple)):
+        if depth > MAX_KWARGS_DEPTH:
+            raise SpecError(f"{ctx}: nested more than {MAX_KWARGS_DEPTH} levels deep")
+        if isinstance(value, Mapping):
+            return {str(k): _plain(v, ctx, depth + 1) for k, v in value.items()}
+        return [_plain(v, ctx, depth + 1) for v in value]
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if isinstance(value, int):
@@ -468,6 +347,10 @@ def _plain(value: Any, ctx: str) -> Any:
 
 
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+# The run's snapshot (orjson, at most 254 levels) wraps kwargs in ~5 levels and
+# the worker's messages in a few more: this leaves ample room, and no real
+# task takes arguments nested this deep. (Also stops a self-referencing dict.)
+MAX_KWARGS_DEPTH = 100
 
 
 def _did_you_mean(word: object, choices: Any) -> str:
@@ -490,7 +373,7 @@ def _opt_int(doc: Mapping[str, Any], key: str, ctx: str, *, minimum: int) -> int
     value = doc.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= _INT_MAX:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise SpecError(f"{ctx}: {key!r} must be {kind}, got {value!r}")
     return value
@@ -503,12 +386,14 @@ def _opt_duration(doc: Mapping[str, Any], key: str, ctx: str, *,
         return None
     try:
         seconds = parse_duration(value)
-    except ValueError:
+    except ValueError as exc:
+        if "10 years" in str(exc) or "order" in str(exc):
+            raise SpecError(f"{ctx}: {key!r}: {exc}") from None
         seconds = -1.0
     if seconds < 0 or (positive and seconds == 0):
         kind = "a positive" if positive else "a non-negative"
         raise SpecError(f"{ctx}: {key!r} must be {kind} number of seconds "
-                        f"(or a duration like \"30s\", \"5m\"), got {value!r}")
+                        f"(or a duration like \"30s\", \"1h30m\"), got {value!r}")
     return seconds
 
 

@@ -1,0 +1,86 @@
+"""The pipeline model: frozen PipelineSpec / TaskSpec / RetryPolicy / BreakerSpec.
+
+Defaults live here, on the dataclass fields; load.py builds these from a
+document, snapshot.py turns them into the run's JSON snapshot and back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+TASK_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+CALL = re.compile(rf"^{_DOTTED}:{_DOTTED}$")
+DURABILITY_MODES = ("fast", "atomic", "durable")
+BACKOFFS = ("fixed", "linear", "exponential")
+DEFAULT_DURABILITY = "atomic"  # as cheap as fast, measured: README, Crash safety
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    retries: int = 0
+    delay: float = 1.0
+    backoff: str = "exponential"
+    max_delay: float = 60.0
+    jitter: bool = True
+    retry_on: tuple[str, ...] = ()
+    no_retry_on: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    id: str
+    call: str
+    deps: tuple[str, ...] = ()
+    inputs: Mapping[str, str] = field(default_factory=dict)  # parameter -> upstream task id
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    priority: int = 0
+    timeout: float | None = None
+    timeout_grace: float = 1.0
+    retry: RetryPolicy = RetryPolicy()
+    memory_limit: int | None = None
+    breaker: str | None = None
+
+    def definition(self) -> dict[str, Any]:
+        """What decides the task's output: a change here means the task must re-run."""
+        return {"call": self.call, "kwargs": self.kwargs, "inputs": self.inputs,
+                "deps": list(self.deps)}
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSpec:
+    name: str
+    failure_threshold: int = 5
+    cooldown: float = 60.0
+    success_threshold: int = 1
+    max_wait: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSpec:
+    name: str
+    tasks: Mapping[str, TaskSpec]
+    workers: int | None = None  # None: the CPU count
+    description: str = ""
+    deadline: float | None = None
+    durability: str | None = None  # None: the default mode
+    max_tasks_per_worker: int | None = None
+    breakers: Mapping[str, BreakerSpec] = field(default_factory=dict)
+    source: str | None = None  # the spec file, if any
+    base_dir: str | None = None  # made importable for the task callables
+    python_path: tuple[str, ...] = ()  # absolute folders, importable after base_dir
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain JSON-able snapshot; from_dict() rebuilds it without re-validating."""
+        from dagrun.spec.snapshot import to_dict
+
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PipelineSpec:
+        from dagrun.spec.snapshot import from_dict
+
+        return from_dict(cls, data)
