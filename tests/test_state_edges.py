@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from proc import start, wait_for
@@ -73,30 +72,30 @@ def test_concurrent_if_running_skip_runs_exactly_one(write, tmp_path):
     assert len(skipped) == 7
 
 
-def test_a_plain_run_waits_for_the_gate_and_never_runs_without_the_lock(write, tmp_path):
-    """A process holding the gate (the locks folder) keeps a plain run from
-    taking its shared lock; once the gate opens, the run holds the lock, so
-    an --if-running fail run started meanwhile sees it live."""
-    import fcntl
-
+def test_a_plain_run_never_goes_on_without_the_pipeline_lock(write, tmp_path):
+    """Another process holds the pipeline lock exclusively for 11 s (dagrun
+    used to give up after 10 s and run unseen): the plain run waits for it and
+    holds it, so an --if-running fail run started meanwhile sees it live."""
     log = tmp_path / "log"
     spec = write("p.toml", f"""
         [pipeline]
         name = "cron"
         [tasks.t]
         call = "sidefx:step"
-        kwargs = {{ log = "{log}", name = "t", sleep = 3 }}
+        kwargs = {{ log = "{log}", name = "t", sleep = 5 }}
     """)
-    locks = state() / "locks"
-    locks.mkdir(parents=True)
-    fd = os.open(locks, os.O_RDONLY | os.O_DIRECTORY)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    try:
-        proc = start("run", str(spec))
-        time.sleep(1.0)  # long enough for the run to reach the gate
-        assert "t" not in runs_of(log)
-    finally:
-        os.close(fd)
+    lock = state() / "locks" / "cron.lock"
+    lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import fcntl, os, time; "
+                               f"fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT); "
+                               "fcntl.flock(fd, fcntl.LOCK_EX); "
+                               "print('locked', flush=True); time.sleep(11)"],
+                              stdout=subprocess.PIPE)
+    assert holder.stdout.readline().strip() == b"locked"
+    proc = start("run", str(spec))
+    holder.wait(timeout=60)
+    # t sleeps 5 s once it starts: ample time for the check below on a slow machine.
     wait_for(lambda: "t" in runs_of(log))
     r = subprocess.run([sys.executable, "-m", "dagrun", "run", str(spec), "--if-running", "fail"],
                        capture_output=True, timeout=60)

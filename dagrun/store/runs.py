@@ -295,7 +295,9 @@ class PipelineLock:
     when their holder dies, so a killed run never blocks the next.
     """
 
-    GATE_WAIT = 30.0  # the gate is held for microseconds; this long means a stopped holder
+    # Both locks are held exclusively for microseconds: this long means a stopped holder.
+    GATE_WAIT = 30.0
+    LIVE_WAIT = 30.0
 
     def __init__(self, state: StateDir, pipeline: str) -> None:
         self.dir = state.root / "locks"
@@ -338,19 +340,24 @@ class PipelineLock:
             raise StateIOError(f"cannot lock {self.path}: {describe_os_error(exc)}") from None
 
     def hold_shared(self, run_id: str) -> None:
-        """Mark one more live run. Under the gate nobody holds NAME.lock
-        exclusive (claimers only do so under the gate), so this waits for the
-        gate, never goes on without the lock."""
+        """Mark one more live run. Never goes on without the lock: an exclusive
+        holder is a claimer about to downgrade (or an older dagrun's), so this
+        waits for it, up to LIVE_WAIT, then fails naming it. The gate is not
+        held while waiting: other pipelines' runs share the locks folder."""
         self._open()
-        gate = self._gate()
-        try:
-            # Blocking: an exclusive holder outside the gate can only be an
-            # older dagrun's claim, which downgrades at once.
-            fcntl.flock(self._fd, fcntl.LOCK_SH)
-        except OSError as exc:
-            raise StateIOError(f"cannot lock {self.path}: {describe_os_error(exc)}") from None
-        finally:
-            os.close(gate)
+        end = time.monotonic() + self.LIVE_WAIT
+        while True:
+            gate = self._gate()
+            try:
+                if self._try(fcntl.LOCK_SH):
+                    break
+            finally:
+                os.close(gate)
+            if time.monotonic() >= end:
+                raise RunLocked(f"pipeline {self.pipeline!r}: its lock {self.path} stayed "
+                                f"locked exclusively for {self.LIVE_WAIT:g}s{self.owner()}; "
+                                "is a dagrun process stopped?")
+            time.sleep(0.01)
         self._write_owner(run_id)
 
     def claim(self, run_id: str, wait: float | None) -> bool:
