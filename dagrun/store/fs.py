@@ -106,7 +106,12 @@ def make_private_dir(path: Path) -> None:
     try:
         if not path.parent.exists():
             make_private_dir(path.parent)
-        path.mkdir(mode=0o700, exist_ok=True)
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        # Not mkdir(exist_ok=True): its is_dir() re-check fails when a
+        # concurrent rmdir (`dlq purge`) removed the folder meanwhile; the
+        # caller's write then fails with ENOENT, which callers may retry.
+        pass
     except OSError as exc:
         raise StateIOError(f"cannot create {path}: {describe_os_error(exc)}") from None
 
