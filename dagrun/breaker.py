@@ -30,8 +30,8 @@ from typing import Any
 
 from dagrun.model import AttemptResult, TaskError
 from dagrun.spec import BreakerSpec, PipelineSpec
+from dagrun.store.fs import file_identity, make_private_dir, read_state_file, write_atomic
 from dagrun.store.records import FORMAT_VERSION, frame, unframe
-from dagrun.store.runs import file_identity, make_private_dir, write_atomic
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
@@ -135,7 +135,7 @@ class BreakerStore:
         path = self.root / spec.name
         self._seen[spec.name] = self._identity(spec.name)
         try:
-            data = path.read_bytes()
+            data = read_state_file(path)  # a symlink or FIFO: refused, exit 2
         except OSError:
             return Breaker(spec)
         try:

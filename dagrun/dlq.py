@@ -30,9 +30,9 @@ import orjson
 from dagrun.errors import StateIOError, UsageError
 from dagrun.model import TaskError, TaskState, TaskStatus
 from dagrun.spec import PipelineSpec
-from dagrun.store.journal import describe_os_error
+from dagrun.store.fs import describe_os_error, make_private_dir, read_state_file, write_atomic_raw
 from dagrun.store.records import FORMAT_VERSION, frame, unframe
-from dagrun.store.runs import check_run_id, make_private_dir, write_atomic
+from dagrun.store.runs import check_run_id
 
 
 @dataclass(frozen=True)
@@ -95,13 +95,27 @@ class DeadLetterQueue:
         return base / task
 
     def write(self, letter: Letter) -> None:
-        make_private_dir(self._path(letter.run_id))
-        write_atomic(self._path(letter.run_id, letter.task), frame(letter.to_dict()))
+        """`dlq purge` may remove the run's folder between our mkdir and our write
+        (its rmdir of an emptied folder): the folder is made again and the
+        write retried, so a purge never fails a live run."""
+        folder, path = self._path(letter.run_id), self._path(letter.run_id, letter.task)
+        data = frame(letter.to_dict())
+        for attempt in range(100):
+            make_private_dir(folder)
+            try:
+                write_atomic_raw(path, data)
+                return
+            except FileNotFoundError:
+                if attempt == 99:
+                    raise StateIOError(f"cannot write {path}: its folder keeps "
+                                       "disappearing") from None
+            except OSError as exc:
+                raise StateIOError(f"cannot write {path}: {describe_os_error(exc)}") from None
 
     def read(self, run_id: str, task: str) -> Letter | None:
         """The letter, or None if there is none or it is corrupt."""
         try:
-            data = self._path(run_id, task).read_bytes()
+            data = read_state_file(self._path(run_id, task))
         except FileNotFoundError:
             return None
         except OSError as exc:

@@ -258,3 +258,33 @@ def test_attempt_numbers_keep_counting_after_a_dlq_retry(cli, write, tmp_path):
     r = cli("dlq", "retry", "at", "--json")
     assert r.code == 0, r.stderr
     assert r.json["tasks"]["t"]["output"] == 3  # DAGRUN_ATTEMPT: 1, 2, then 3 — never 1 again
+
+
+def test_purge_during_a_live_run_never_aborts_it(cli, write, tmp_path):
+    """A purge loop in another process removes letters (and their emptied
+    folder) while the run writes more: the run still ends with exit 1."""
+    import subprocess
+    import sys
+
+    n = 1000
+    write("p.toml", "[pipeline]\nname = \"many\"\nworkers = 2\n[defaults]\nretries = 0\n"
+          + "".join(f"[tasks.t{i}]\ncall = \"basic:fail\"\n" for i in range(n)))
+    stop = tmp_path / "stop"
+    purger = subprocess.Popen([sys.executable, "-c",
+                               "import os, sys\n"
+                               "from dagrun.dlq import DeadLetterQueue\n"
+                               f"q = DeadLetterQueue({str(dlq_dir().parent)!r})\n"
+                               "rounds = 0\n"
+                               f"while not os.path.exists({str(stop)!r}):\n"
+                               "    q.purge(run_id='big'); rounds += 1\n"
+                               "print(rounds)\n"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        r = cli("run", "p.toml", "--run-id", "big", "--json", timeout=300)
+    finally:
+        stop.write_text("")
+        out, err = purger.communicate(timeout=60)
+    assert purger.returncode == 0, err.decode()
+    assert int(out) > 0  # it did purge while the run went on
+    assert r.code == 1, r.stderr
+    assert all(t["state"] == "dead_lettered" for t in r.json["tasks"].values())

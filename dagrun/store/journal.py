@@ -25,7 +25,6 @@ chain a crash leaves is always whole up to the cut.
 
 from __future__ import annotations
 
-import errno
 import os
 import time
 from collections.abc import Iterable
@@ -34,17 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from dagrun.errors import StateIOError
+from dagrun.store.fs import describe_os_error, fsync_dir, open_state_file, read_state_file
 from dagrun.store.records import Chain, frame, short_digest, unframe
 
 _ATOMIC_SYNC_INTERVAL = 1.0
-
-
-def describe_os_error(exc: OSError) -> str:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "no space left on device"
-    if exc.errno == errno.EFBIG:
-        return "file too large (file size limit reached)"
-    return exc.strerror or str(exc)
 
 
 class Journal:
@@ -56,7 +48,7 @@ class Journal:
         self._dirty = False
         try:
             created = not path.exists()
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._fd = open_state_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
             if created and durability != "fast":
                 fsync_dir(path.parent)  # the file's name must survive a power cut too
             # A line torn by an earlier crash (no newline: never a whole record)
@@ -140,14 +132,6 @@ class Journal:
                 f"{self.path.parent.name}`")
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _end_of_last_line(path: Path, size: int) -> int:
     """The offset just past the last newline of the file (0 if it has none)."""
     with open(path, "rb") as fh:
@@ -182,7 +166,7 @@ def read_journal(path: Path) -> JournalContents:
     """Every valid record in order; torn or corrupt lines are listed, never raised."""
     out = JournalContents()
     try:
-        data = path.read_bytes()
+        data = read_state_file(path)
     except FileNotFoundError:
         return out
     except OSError as exc:

@@ -23,21 +23,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dagrun.errors import RunLocked, StateIOError, UnknownRun, UsageError
+from dagrun.errors import DagrunError, RunLocked, StateIOError, UnknownRun, UsageError
 from dagrun.spec import PipelineSpec
-from dagrun.store.journal import describe_os_error, fsync_dir
+from dagrun.store.fs import (
+    describe_os_error,
+    file_identity,
+    fsync_dir,
+    make_private_dir,
+    open_state_file,
+    pid_alive,
+    read_state_file,
+    write_atomic,
+)
 from dagrun.store.records import RUN_FORMAT, frame, new_nonce, unframe
 
+# Re-exported: other modules imported these from here before store/fs.py existed.
+__all__ = ["RUN_ID", "Lock", "PipelineLock", "RunInfo", "StateDir", "check_run_id",
+           "describe_os_error", "file_identity", "fsync_dir", "make_private_dir",
+           "new_run_id", "write_atomic"]
+
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-def file_identity(path: Path) -> tuple[int, int, int] | None:
-    """Changes when the file is replaced or rewritten (None: it does not exist)."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def check_run_id(run_id: str) -> str:
@@ -52,41 +57,6 @@ def new_run_id() -> str:
     now = time.time()
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
     return f"{stamp}{int(now * 1000) % 1000:03d}-{secrets.token_hex(3)}"
-
-
-def make_private_dir(path: Path) -> None:
-    """Create `path` and any missing parents 0700 (mkdir(parents=True) would
-    give the parents the umask's mode)."""
-    try:
-        if not path.parent.exists():
-            make_private_dir(path.parent)
-        path.mkdir(mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise StateIOError(f"cannot create {path}: {describe_os_error(exc)}") from None
-
-
-def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Temp file + fsync + rename (+ fsync of the folder): all or nothing."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        if durable:
-            fsync_dir(path.parent)
-    except OSError as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise StateIOError(f"cannot write {path}: {describe_os_error(exc)}") from None
 
 
 @dataclass(frozen=True)
@@ -119,8 +89,11 @@ class StateDir:
     def create_run(self, run_id: str, spec: PipelineSpec, settings: dict[str, Any]) -> RunInfo:
         """The run's folder appears complete or not at all: it is built under a
         temporary name (run.json inside) and renamed into place, so a dagrun
-        killed half-way never leaves a run that neither `run` nor `resume` accepts."""
+        killed half-way never leaves a run that neither `run` nor `resume` accepts.
+        The builder holds a flock on the temporary folder until the rename, which
+        lets a later run remove the leftovers of a killed one (sweep_leftovers)."""
         make_private_dir(self.runs)
+        self.sweep_leftovers()
         path = self.run_path(run_id)
         exists = UsageError(f"run {run_id!r} already exists in {self.root}; choose a new "
                             f"--run-id or `dagrun resume {run_id}`")
@@ -128,9 +101,11 @@ class StateDir:
             raise exists
         meta = {"v": RUN_FORMAT, "run_id": run_id, "nonce": new_nonce(), "pipeline": spec.name,
                 "created": time.time(), "settings": settings, "spec": spec.to_dict()}
-        tmp = self.runs / f".new-{run_id}-{os.getpid()}-{secrets.token_hex(4)}"
+        tmp = self.runs / f"{_NEW}{run_id}-{os.getpid()}-{secrets.token_hex(4)}"
+        held = -1
         try:
             tmp.mkdir(mode=0o700)
+            held = _lock_dir(tmp)
             write_atomic(tmp / "run.json", frame(meta))
             try:
                 os.rename(tmp, path)  # replaces only an empty leftover folder
@@ -142,15 +117,43 @@ class StateDir:
         except OSError as exc:
             raise StateIOError(f"cannot create {path}: {describe_os_error(exc)}") from None
         finally:
+            if held >= 0:
+                os.close(held)  # before anyone (our own drive()) locks the run folder
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         return RunInfo(run_id, path, meta, spec)
+
+    def sweep_leftovers(self) -> None:
+        """Remove the temporary folders of run creations killed half-way. One is
+        provably dead when its builder's pid (in its name) is gone *and* nobody
+        holds its flock (the pid check covers the instant between mkdir and
+        flock; the flock covers a reused pid... and pids of other namespaces)."""
+        try:
+            names = [e.name for e in os.scandir(self.runs) if e.name.startswith(_NEW)]
+        except OSError:
+            return
+        for name in names:
+            try:
+                pid = int(name.rsplit("-", 2)[-2])
+            except (ValueError, IndexError):
+                continue
+            if pid_alive(pid):
+                continue
+            folder = self.runs / name
+            try:
+                fd = _lock_dir(folder)
+            except OSError:
+                continue  # held (a live builder), or gone already
+            try:
+                shutil.rmtree(folder, ignore_errors=True)
+            finally:
+                os.close(fd)
 
     def open_run(self, run_id: str) -> RunInfo:
         path = self.run_path(run_id)
         meta_path = path / "run.json"
         try:
-            data = meta_path.read_bytes()
+            data = read_state_file(meta_path)
         except FileNotFoundError:
             if path.is_dir():
                 raise UnknownRun(f"run {run_id!r}: its metadata {meta_path} is missing; the "
@@ -184,58 +187,94 @@ class StateDir:
             return []
 
 
+_NEW = ".new-"
+
+
+def _lock_dir(path: Path, how: int = fcntl.LOCK_EX) -> int:
+    """An fd of the folder `path`, flocked (non-blocking; OSError if held).
+    A folder cannot be unlinked from under its holder while it has entries,
+    unlike a lock file that people delete as "stale"."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, how | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _busy(exc: OSError) -> bool:
+    return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+
+
 class Lock:
-    """A non-blocking, kernel-released lock (flock) naming its owner pid.
+    """The run's lock: non-blocking, kernel-released (flock), naming its owner pid.
+
+    What is locked is the run's *folder* (its own fd), which nobody can delete
+    from under the holder; the lock file `path` is flocked too, so a process
+    that locks only the file (an older dagrun) still excludes us, but deleting
+    it lets no second process in.
 
     flock directly rather than through the filelock package, whose import
     alone (logging, inspect, asyncio helpers) cost ~50 ms of every run's and
-    resume's start-up here; the lock taken is the same (filelock uses flock on
-    Unix), so either side can hold it against the other.
+    resume's start-up here.
     """
 
     def __init__(self, path: Path, what: str) -> None:
         self.path = path
         self.what = what
-        self._fd = -1
+        self._fds: list[int] = []
 
     def acquire(self, timeout: float = 0) -> None:
         make_private_dir(self.path.parent)
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise StateIOError(f"cannot lock {self.path}: {describe_os_error(exc)}") from None
         end = time.monotonic() + timeout
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                if self._try():
+                    break
             except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    os.close(fd)
-                    raise StateIOError(f"cannot lock {self.path}: "
-                                       f"{describe_os_error(exc)}") from None
+                raise StateIOError(f"cannot lock {self.path}: "
+                                   f"{describe_os_error(exc)}") from None
             if time.monotonic() >= end:
-                os.close(fd)
                 owner = self.owner()
                 who = f" by pid {owner}" if owner else ""
                 raise RunLocked(f"{self.what} is locked{who}, another live dagrun process")
             time.sleep(0.05)
-        self._fd = fd
         try:
             write_atomic(self.path.with_suffix(".owner"), str(os.getpid()).encode(),
                          durable=False)
         except StateIOError:
             pass  # the owner file is a courtesy for the error message
 
+    def _try(self) -> bool:
+        """Both locks, folder first; False (holding neither) if either is held."""
+        fds: list[int] = []
+        try:
+            fds.append(_lock_dir(self.path.parent))
+            fds.append(open_state_file(self.path, os.O_RDWR | os.O_CREAT))
+            fcntl.flock(fds[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            if _busy(exc):
+                return False
+            raise
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        self._fds = fds
+        return True
+
     def owner(self) -> int | None:
         try:
-            return int(self.path.with_suffix(".owner").read_text().strip())
-        except (OSError, ValueError):
+            return int(read_state_file(self.path.with_suffix(".owner")).strip())
+        except (OSError, ValueError, DagrunError):  # a courtesy file, never an error
             return None
 
     def release(self) -> None:
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
+        fds, self._fds = self._fds, []
+        for fd in fds:
             os.close(fd)  # closing the only descriptor releases the flock
 
     def __enter__(self) -> Lock:
@@ -249,12 +288,23 @@ class Lock:
 class PipelineLock:
     """STATE/locks/NAME.lock: who runs this pipeline right now (`--if-running`).
 
-    Every live run (and resume) of the pipeline holds it *shared* for its whole
-    life, so runs started without --if-running may overlap but are still seen
-    as live. `run --if-running` first needs it *exclusive* for an instant (no
-    live run at all), then downgrades to shared. flock locks are released by
-    the kernel when their holder dies, so a killed run never blocks the next.
+    Every live run (and resume) of the pipeline holds NAME.lock *shared* for
+    its whole life, so runs started without --if-running may overlap but are
+    still seen as live. `run --if-running` needs it *exclusive* for an instant
+    (no live run at all), then holds it shared.
+
+    flock(2) cannot turn exclusive into shared atomically (it drops, then
+    re-takes), so every change of NAME.lock happens under a gate: an exclusive
+    flock on the locks/ folder itself, held for a few system calls only. While
+    a claimer holds the gate between its exclusive test and its shared hold,
+    nobody else can take NAME.lock in either mode; releases need no gate (they
+    only make the pipeline less busy). flock locks are released by the kernel
+    when their holder dies, so a killed run never blocks the next.
     """
+
+    # Both locks are held exclusively for microseconds: this long means a stopped holder.
+    GATE_WAIT = 30.0
+    LIVE_WAIT = 30.0
 
     def __init__(self, state: StateDir, pipeline: str) -> None:
         self.dir = state.root / "locks"
@@ -268,27 +318,52 @@ class PipelineLock:
             return
         make_private_dir(self.dir)
         try:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._fd = open_state_file(self.path, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
             raise StateIOError(f"cannot open {self.path}: {describe_os_error(exc)}") from None
+
+    def _gate(self) -> int:
+        """The gate's fd (close it to open the gate); waits GATE_WAIT at most."""
+        end = time.monotonic() + self.GATE_WAIT
+        while True:
+            try:
+                return _lock_dir(self.dir)
+            except OSError as exc:
+                if not _busy(exc):
+                    raise StateIOError(f"cannot lock {self.dir}: "
+                                       f"{describe_os_error(exc)}") from None
+            if time.monotonic() >= end:
+                raise RunLocked(f"the pipeline locks in {self.dir} stayed locked for "
+                                f"{self.GATE_WAIT:g}s (is a dagrun process stopped?)")
+            time.sleep(0.005)
 
     def _try(self, how: int) -> bool:
         try:
             fcntl.flock(self._fd, how | fcntl.LOCK_NB)
             return True
         except OSError as exc:
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            if _busy(exc):
                 return False
             raise StateIOError(f"cannot lock {self.path}: {describe_os_error(exc)}") from None
 
-    def hold_shared(self, run_id: str, wait: float = 10.0) -> None:
-        """Mark one more live run. An exclusive holder only holds it for an
-        instant (while checking), so this waits a little, then goes on without."""
+    def hold_shared(self, run_id: str) -> None:
+        """Mark one more live run. Never goes on without the lock: an exclusive
+        holder is a claimer about to downgrade (or an older dagrun's), so this
+        waits for it, up to LIVE_WAIT, then fails naming it. The gate is not
+        held while waiting: other pipelines' runs share the locks folder."""
         self._open()
-        end = time.monotonic() + wait
-        while not self._try(fcntl.LOCK_SH):
+        end = time.monotonic() + self.LIVE_WAIT
+        while True:
+            gate = self._gate()
+            try:
+                if self._try(fcntl.LOCK_SH):
+                    break
+            finally:
+                os.close(gate)
             if time.monotonic() >= end:
-                return
+                raise RunLocked(f"pipeline {self.pipeline!r}: its lock {self.path} stayed "
+                                f"locked exclusively for {self.LIVE_WAIT:g}s{self.owner()}; "
+                                "is a dagrun process stopped?")
             time.sleep(0.01)
         self._write_owner(run_id)
 
@@ -298,21 +373,28 @@ class PipelineLock:
         self._open()
         end = None if wait is None else time.monotonic() + wait
         delay = 0.01
-        while not self._try(fcntl.LOCK_EX):
+        while True:
+            gate = self._gate()
+            try:
+                if self._try(fcntl.LOCK_EX):
+                    # Not atomic, but nobody can take NAME.lock while we hold the gate.
+                    fcntl.flock(self._fd, fcntl.LOCK_SH)
+                    break
+            finally:
+                os.close(gate)
             if end is not None and time.monotonic() >= end:
                 return False
             time.sleep(delay if end is None else max(0.0, min(delay, end - time.monotonic())))
             delay = min(delay * 2, 0.25)
-        fcntl.flock(self._fd, fcntl.LOCK_SH)  # downgrade: later plain runs may join
         self._write_owner(run_id)
         return True
 
     def owner(self) -> str:
         """" (pid N, run R)" of the last run that took the lock, if known."""
         try:
-            pid, run_id = self.path.with_suffix(".owner").read_text().split()[:2]
-            return f" (pid {int(pid)}, run {run_id})"
-        except (OSError, ValueError):
+            pid, run_id = read_state_file(self.path.with_suffix(".owner")).split()[:2]
+            return f" (pid {int(pid)}, run {run_id.decode()})"
+        except (OSError, ValueError, DagrunError):  # a courtesy file, never an error
             return ""
 
     def _write_owner(self, run_id: str) -> None:
