@@ -133,11 +133,11 @@ def resume(
     definition changed re-run with their descendants. On a run that already
     succeeded, returns its stored result and runs nothing.
     """
-    from dagrun.report import QuietReporter
+    from dagrun.report import QuietReporter, guarded
     from dagrun.store.records import FORMAT_VERSION, frame
     from dagrun.store.runs import Lock, PipelineLock, StateDir, file_identity, write_atomic
 
-    reporter = reporter or QuietReporter()
+    reporter = guarded(reporter or QuietReporter())
     state = StateDir(state_dir)
     gc_pause = _GcPause()  # loading 100k tasks' state: 2x faster without the cyclic GC
     try:
@@ -295,7 +295,7 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
     scheduler loop on it: shared by run and resume."""
     from dagrun.callables import add_import_path
     from dagrun.executor.base import backend_class
-    from dagrun.report import QuietReporter
+    from dagrun.report import QuietReporter, guarded
     from dagrun.scheduler import CancelToken, Scheduler
     from dagrun.store.journal import Journal
     from dagrun.store.runs import Lock
@@ -313,7 +313,7 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
         token = CancelToken()
         if statuses is None:
             statuses = {tid: TaskStatus() for tid in spec.tasks}
-        reporter = reporter or QuietReporter()
+        reporter = guarded(reporter or QuietReporter())  # a broken stderr never stops a run
         hooks = fault_hooks(info, spec, statuses, notify=reporter.message,
                             unsettled_letters=unsettled_letters)
         try:
@@ -355,7 +355,8 @@ def fault_hooks(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatu
 
 @contextmanager
 def _signals_to(token: CancelToken, executor: Any) -> Iterator[None]:
-    """SIGINT/SIGTERM request cancellation; a wake-up pipe interrupts the poll."""
+    """SIGINT/SIGTERM/SIGHUP (a closed terminal, a dropped ssh session) request
+    cancellation; a wake-up pipe interrupts the poll."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -368,7 +369,8 @@ def _signals_to(token: CancelToken, executor: Any) -> Iterator[None]:
         if token.force and hasattr(executor, "kill_now"):
             executor.kill_now()
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, handler)
+           for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     old_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
     executor.add_wakeup_fd(read_fd)
     try:
