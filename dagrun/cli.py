@@ -62,13 +62,19 @@ def emit_result(result: Any, json_mode: bool) -> int:
     if json_mode:
         import orjson
 
-        try:
-            sys.stdout.buffer.write(orjson.dumps(result.to_dict(),
-                                                 option=orjson.OPT_NON_STR_KEYS) + b"\n")
-            sys.stdout.flush()
-        except OSError:  # `--json | head -c 10`: the reader left; the exit code still tells
-            _silence(sys.stdout)
+        _write_stdout(orjson.dumps(result.to_dict(), option=orjson.OPT_NON_STR_KEYS) + b"\n")
     return result.exit_code
+
+
+def _write_stdout(data: bytes) -> None:
+    view = memoryview(data)
+    try:
+        # Under PYTHONUNBUFFERED stdout is a raw file: a signal can cut a write short.
+        while view:
+            view = view[sys.stdout.buffer.write(view) or 0:]
+        sys.stdout.flush()
+    except OSError:  # `--json | head -c 10`: the reader left; the exit code still tells
+        _silence(sys.stdout)
 
 
 class _Progress:
@@ -346,11 +352,7 @@ def _interrupted(args: list[str]) -> int:
     if json_mode:
         import orjson
 
-        line = orjson.dumps({"run_id": rid, "status": "cancelled", "tasks": {}}) + b"\n"
-        try:
-            sys.stdout.buffer.write(line)
-        except OSError:
-            pass
+        _write_stdout(orjson.dumps({"run_id": rid, "status": "cancelled", "tasks": {}}) + b"\n")
     return EXIT_CANCELLED
 
 
