@@ -409,10 +409,22 @@ def dlq_show(run_id: str, task: str, *,
 
 
 def dlq_purge(*, state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
-              run_id: str | None = None, older_than: float | None = None) -> int:
+              run_id: str | None = None, older_than: float | None = None,
+              dry_run: bool = False) -> list[tuple[str, str]]:
+    """Delete the letters of `run_id` and/or older than `older_than` seconds (both
+    None: every letter); the (run id, task) of each deleted (with `dry_run`: that
+    would be). An unknown run is an error, as for dlq_show."""
     from dagrun.dlq import DeadLetterQueue
+    from dagrun.errors import UnknownRun
+    from dagrun.store.runs import StateDir
 
-    return DeadLetterQueue(state_dir).purge(run_id=run_id, older_than=older_than)
+    queue = DeadLetterQueue(state_dir)
+    state = StateDir(state_dir)
+    if run_id is not None and not queue.tasks(run_id) and not (
+            state.run_path(run_id) / "run.json").exists():
+        raise UnknownRun(f"no run {run_id!r} and no dead letters of it in {state.root} "
+                         "(check the run id and --state-dir)")
+    return queue.purge(run_id=run_id, older_than=older_than, dry_run=dry_run)
 
 
 def dlq_retry(run_id: str, tasks: list[str] | tuple[str, ...] = (), *,

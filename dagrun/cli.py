@@ -317,14 +317,29 @@ def dlq_retry(run_id: str, tasks: tuple[str, ...], state_dir: str, json_mode: bo
 @state_dir_option
 @click.option("--run-id", help="Delete the letters of this run.")
 @click.option("--older-than", help="Delete letters older than this (e.g. 7d).")
-def dlq_purge(state_dir: str, run_id: str | None, older_than: str | None) -> int:
+@click.option("--all", "everything", is_flag=True, help="Delete every letter.")
+@click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
+def dlq_purge(state_dir: str, run_id: str | None, older_than: str | None, everything: bool,
+              dry_run: bool) -> int:
     """Delete dead letters: of one run (--run-id), older than a duration
-    (--older-than 7d), both, or (neither given) every letter."""
+    (--older-than 7d), both, or every letter (--all)."""
     from dagrun import api
 
-    n = api.dlq_purge(state_dir=state_dir, run_id=run_id,
-                      older_than=duration(older_than, "--older-than"))
-    click.echo(f"deleted {n} dead letter{'s' if n != 1 else ''}", err=True)
+    if not (run_id or older_than or everything):
+        raise click.UsageError("say which letters: --run-id RUN_ID, --older-than 7d "
+                               "or --all")
+    if everything and (run_id or older_than):
+        raise click.UsageError("--all deletes every letter: drop --run-id and --older-than")
+    chosen = api.dlq_purge(state_dir=state_dir, run_id=run_id,
+                           older_than=duration(older_than, "--older-than"), dry_run=dry_run)
+    n = len(chosen)
+    if dry_run:
+        for rid, task in chosen:
+            click.echo(f"{rid} {task}")
+        click.echo(f"would delete {n} dead letter{'s' if n != 1 else ''} in {state_dir}",
+                   err=True)
+    else:
+        click.echo(f"deleted {n} dead letter{'s' if n != 1 else ''} in {state_dir}", err=True)
     return 0
 
 
