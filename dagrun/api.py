@@ -452,6 +452,7 @@ def dlq_retry(run_id: str, tasks: list[str] | tuple[str, ...] = (), *,
     elif lettered:
         chosen = lettered
     else:
-        raise UsageError(f"run {run_id!r} has no dead letters (see `dagrun dlq list`)")
+        raise UsageError(f"run {run_id!r} has no dead letters in {state_dir} "
+                         "(see `dagrun dlq list`)")
     return resume(run_id, state_dir=state_dir, retry_tasks=chosen, durability=durability,
                   deadline=deadline, reporter=reporter)

@@ -262,7 +262,8 @@ def dlq_list(state_dir: str, json_mode: bool, run_id: str | None) -> int:
         click.echo(orjson.dumps([letter.summary() for letter in letters]).decode())
         return 0
     if not letters:
-        click.echo("no dead letters", err=True)
+        scope = f" of run {run_id}" if run_id else ""
+        click.echo(f"no dead letters{scope} in {state_dir}", err=True)
         return 0
     rows = [(lt.run_id, lt.task, str(len(lt.attempts)), lt.error_text) for lt in letters]
     widths = [max(len(r[i]) for r in [("RUN", "TASK", "ATTEMPTS", ""), *rows]) for i in range(3)]

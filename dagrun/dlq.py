@@ -119,8 +119,8 @@ class DeadLetterQueue:
                              "(checksum mismatch); delete it with `dagrun dlq purge "
                              f"--run-id {run_id}`")
         if letter is None:
-            raise UsageError(f"no dead letter for task {task!r} of run {run_id!r} "
-                             "(see `dagrun dlq list`)")
+            raise UsageError(f"no dead letter for task {task!r} of run {run_id!r} in "
+                             f"{self.root.parent} (see `dagrun dlq list`)")
         return letter
 
     def tasks(self, run_id: str) -> list[str]:
