@@ -15,6 +15,8 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/dagrun run pipelines/etl.toml
+	@echo "report written to $$(ls -t pipelines/out/report-*.md | head -n 1)" \
+	  "(published digests: pipelines/out/published.txt)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

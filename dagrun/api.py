@@ -135,11 +135,11 @@ def resume(
     one that drops tasks needs `allow_removed`. On a run that already
     succeeded, returns its stored result and runs nothing.
     """
-    from dagrun.report import QuietReporter
+    from dagrun.report import QuietReporter, guarded
     from dagrun.store.records import RUN_FORMAT, frame, new_nonce
     from dagrun.store.runs import Lock, PipelineLock, StateDir, file_identity, write_atomic
 
-    reporter = reporter or QuietReporter()
+    reporter = guarded(reporter or QuietReporter())
     state = StateDir(state_dir)
     gc_pause = _GcPause()  # loading 100k tasks' state: 2x faster without the cyclic GC
     try:
@@ -314,7 +314,7 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
     scheduler loop on it: shared by run and resume."""
     from dagrun.callables import add_import_paths
     from dagrun.executor.base import backend_class
-    from dagrun.report import QuietReporter
+    from dagrun.report import QuietReporter, guarded
     from dagrun.scheduler import CancelToken, Scheduler
     from dagrun.store.journal import Journal
     from dagrun.store.records import Chain
@@ -334,7 +334,7 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
         token = CancelToken()
         if statuses is None:
             statuses = {tid: TaskStatus() for tid in spec.tasks}
-        reporter = reporter or QuietReporter()
+        reporter = guarded(reporter or QuietReporter())  # a broken stderr never stops a run
         hooks = fault_hooks(info, spec, statuses, notify=reporter.message,
                             unsettled_letters=unsettled_letters)
         try:
@@ -376,7 +376,8 @@ def fault_hooks(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatu
 
 @contextmanager
 def _signals_to(token: CancelToken, executor: Any) -> Iterator[None]:
-    """SIGINT/SIGTERM request cancellation; a wake-up pipe interrupts the poll."""
+    """SIGINT/SIGTERM/SIGHUP (a closed terminal, a dropped ssh session) request
+    cancellation; a wake-up pipe interrupts the poll."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -389,7 +390,8 @@ def _signals_to(token: CancelToken, executor: Any) -> Iterator[None]:
         if token.force and hasattr(executor, "kill_now"):
             executor.kill_now()
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, handler)
+           for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     old_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
     executor.add_wakeup_fd(read_fd)
     try:
@@ -428,10 +430,22 @@ def dlq_show(run_id: str, task: str, *,
 
 
 def dlq_purge(*, state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
-              run_id: str | None = None, older_than: float | None = None) -> int:
+              run_id: str | None = None, older_than: float | None = None,
+              dry_run: bool = False) -> list[tuple[str, str]]:
+    """Delete the letters of `run_id` and/or older than `older_than` seconds (both
+    None: every letter); the (run id, task) of each deleted (with `dry_run`: that
+    would be). An unknown run is an error, as for dlq_show."""
     from dagrun.dlq import DeadLetterQueue
+    from dagrun.errors import UnknownRun
+    from dagrun.store.runs import StateDir
 
-    return DeadLetterQueue(state_dir).purge(run_id=run_id, older_than=older_than)
+    queue = DeadLetterQueue(state_dir)
+    state = StateDir(state_dir)
+    if run_id is not None and not queue.tasks(run_id) and not (
+            state.run_path(run_id) / "run.json").exists():
+        raise UnknownRun(f"no run {run_id!r} and no dead letters of it in {state.root} "
+                         "(check the run id and --state-dir)")
+    return queue.purge(run_id=run_id, older_than=older_than, dry_run=dry_run)
 
 
 def dlq_retry(run_id: str, tasks: list[str] | tuple[str, ...] = (), *,
@@ -459,6 +473,7 @@ def dlq_retry(run_id: str, tasks: list[str] | tuple[str, ...] = (), *,
     elif lettered:
         chosen = lettered
     else:
-        raise UsageError(f"run {run_id!r} has no dead letters (see `dagrun dlq list`)")
+        raise UsageError(f"run {run_id!r} has no dead letters in {state_dir} "
+                         "(see `dagrun dlq list`)")
     return resume(run_id, state_dir=state_dir, retry_tasks=chosen, durability=durability,
                   deadline=deadline, reporter=reporter)

@@ -64,13 +64,65 @@ def deadline_seconds(value: str | None) -> float | None:
 
 
 def emit_result(result: Any, json_mode: bool) -> int:
+    _progress.decided = True
     if json_mode:
         import orjson
 
-        sys.stdout.buffer.write(orjson.dumps(result.to_dict(), option=orjson.OPT_NON_STR_KEYS)
-                                + b"\n")
-        sys.stdout.flush()
+        _write_stdout(orjson.dumps(result.to_dict(), option=orjson.OPT_NON_STR_KEYS) + b"\n")
     return result.exit_code
+
+
+def _write_stdout(data: bytes) -> None:
+    view = memoryview(data)
+    try:
+        # Under PYTHONUNBUFFERED stdout is a raw file: a signal can cut a write short.
+        while view:
+            view = view[sys.stdout.buffer.write(view) or 0:]
+        sys.stdout.flush()
+    except OSError:  # `--json | head -c 10`: the reader left; the exit code still tells
+        _silence(sys.stdout)
+
+
+class _Progress:
+    """What main() must know when a signal arrives: which run a command works
+    on, and whether its result is decided (then a signal changes nothing)."""
+
+    def __init__(self) -> None:
+        self.run_id: str | None = None
+        self.state_dir: str | None = None
+        self.json_mode: bool | None = None
+        self.reporter: Any = None
+        self._decided = False
+
+    @property
+    def decided(self) -> bool:
+        return self._decided or bool(getattr(self.reporter, "finished", False))
+
+    @decided.setter
+    def decided(self, value: bool) -> None:
+        self._decided = value
+
+    def reporter_for(self, run_id: str, state_dir: str, json_mode: bool) -> Any:
+        from dagrun.report import choose_reporter
+
+        self.run_id, self.state_dir, self.json_mode = run_id, state_dir, json_mode
+        self.reporter = choose_reporter(json_mode)
+        return self.reporter
+
+    def existing_run(self) -> str | None:
+        """The command's run id if its folder exists (it can be resumed)."""
+        from dagrun.store.runs import StateDir
+
+        if self.run_id is None or self.state_dir is None:
+            return None
+        try:
+            path = StateDir(self.state_dir).run_path(self.run_id)  # checks the id
+        except DagrunError:
+            return None
+        return self.run_id if (path / "run.json").exists() else None
+
+
+_progress = _Progress()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -111,17 +163,19 @@ def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers:
     """Validate SPEC, then execute a new run of it."""
     from dagrun import api
     from dagrun.errors import PipelineBusy
-    from dagrun.report import choose_reporter
+    from dagrun.store.runs import new_run_id
 
     if wait_timeout is not None and if_running != "wait":
         raise click.UsageError("--wait-timeout needs --if-running wait")
+    run_id = run_id or new_run_id()  # known here: a signal during its creation names it
     try:
         result = api.run(spec, state_dir=state_dir, run_id=run_id, workers=workers,
                          durability=durability, deadline=deadline_seconds(deadline),
                          if_running=if_running,
                          wait_timeout=duration(wait_timeout, "--wait-timeout"),
-                         reporter=choose_reporter(json_mode))
+                         reporter=_progress.reporter_for(run_id, state_dir, json_mode))
     except PipelineBusy as exc:
+        _progress.decided = True
         click.echo(f"dagrun: {exc}", err=True)
         if json_mode:
             import orjson
@@ -151,12 +205,11 @@ def resume(run_id: str, state_dir: str, json_mode: bool, durability: str | None,
     """Repair RUN_ID's persisted state and continue it; on a finished run,
     print its result and run nothing."""
     from dagrun import api
-    from dagrun.report import choose_reporter
 
     result = api.resume(run_id, state_dir=state_dir, spec_path=spec_path,
                         retry_failed=retry_failed, durability=durability,
-                        deadline=deadline_seconds(deadline),
-                        reporter=choose_reporter(json_mode), allow_removed=allow_removed)
+                        deadline=deadline_seconds(deadline), allow_removed=allow_removed,
+                        reporter=_progress.reporter_for(run_id, state_dir, json_mode))
     return emit_result(result, json_mode)
 
 
@@ -218,7 +271,8 @@ def dlq_list(state_dir: str, json_mode: bool, run_id: str | None) -> int:
         click.echo(orjson.dumps([letter.summary() for letter in letters]).decode())
         return 0
     if not letters:
-        click.echo("no dead letters", err=True)
+        scope = f" of run {run_id}" if run_id else ""
+        click.echo(f"no dead letters{scope} in {state_dir}", err=True)
         return 0
     rows = [(lt.run_id, lt.task, str(len(lt.attempts)), lt.error_text) for lt in letters]
     widths = [max(len(r[i]) for r in [("RUN", "TASK", "ATTEMPTS", ""), *rows]) for i in range(3)]
@@ -262,11 +316,10 @@ def dlq_retry(run_id: str, tasks: tuple[str, ...], state_dir: str, json_mode: bo
     """Resume RUN_ID giving its dead-lettered TASKS (default: all) a fresh retry
     budget, with their skipped dependents. Same output and exit codes as resume."""
     from dagrun import api
-    from dagrun.report import choose_reporter
 
     result = api.dlq_retry(run_id, tasks, state_dir=state_dir, durability=durability,
                            deadline=deadline_seconds(deadline),
-                           reporter=choose_reporter(json_mode))
+                           reporter=_progress.reporter_for(run_id, state_dir, json_mode))
     return emit_result(result, json_mode)
 
 
@@ -274,55 +327,130 @@ def dlq_retry(run_id: str, tasks: tuple[str, ...], state_dir: str, json_mode: bo
 @state_dir_option
 @click.option("--run-id", help="Delete the letters of this run.")
 @click.option("--older-than", help="Delete letters older than this (e.g. 7d).")
-def dlq_purge(state_dir: str, run_id: str | None, older_than: str | None) -> int:
+@click.option("--all", "everything", is_flag=True, help="Delete every letter.")
+@click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
+def dlq_purge(state_dir: str, run_id: str | None, older_than: str | None, everything: bool,
+              dry_run: bool) -> int:
     """Delete dead letters: of one run (--run-id), older than a duration
-    (--older-than 7d), both, or (neither given) every letter."""
+    (--older-than 7d), both, or every letter (--all)."""
     from dagrun import api
 
-    n = api.dlq_purge(state_dir=state_dir, run_id=run_id,
-                      older_than=duration(older_than, "--older-than"))
-    click.echo(f"deleted {n} dead letter{'s' if n != 1 else ''}", err=True)
+    if not (run_id or older_than or everything):
+        raise click.UsageError("say which letters: --run-id RUN_ID, --older-than 7d "
+                               "or --all")
+    if everything and (run_id or older_than):
+        raise click.UsageError("--all deletes every letter: drop --run-id and --older-than")
+    chosen = api.dlq_purge(state_dir=state_dir, run_id=run_id,
+                           older_than=duration(older_than, "--older-than"), dry_run=dry_run)
+    n = len(chosen)
+    if dry_run:
+        for rid, task in chosen:
+            click.echo(f"{rid} {task}")
+        click.echo(f"would delete {n} dead letter{'s' if n != 1 else ''} in {state_dir}",
+                   err=True)
+    else:
+        click.echo(f"deleted {n} dead letter{'s' if n != 1 else ''} in {state_dir}", err=True)
     return 0
 
 
 class Terminated(BaseException):  # noqa: N818 - like KeyboardInterrupt
-    """SIGTERM arrived before a run was under way."""
+    """SIGINT, SIGTERM or SIGHUP arrived while no run was under way (the run's
+    own handlers turn them into a cancellation of the run)."""
 
 
-def _raise_terminated(_signum: int, _frame: Any) -> None:
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _on_signal(_signum: int, _frame: Any) -> None:
+    if _progress.decided:
+        return  # the result is known: dagrun exits with it, whatever arrives now
     raise Terminated()
+
+
+def _interrupted(args: list[str]) -> int:
+    rid = _progress.existing_run()
+    if rid is None:
+        _say("dagrun: interrupted before the run started; nothing was run")
+    else:
+        _say(f"dagrun: interrupted; run `dagrun resume {rid}` to continue")
+    json_mode = _progress.json_mode if _progress.json_mode is not None else "--json" in args
+    if json_mode:
+        import orjson
+
+        _write_stdout(orjson.dumps({"run_id": rid, "status": "cancelled", "tasks": {}}) + b"\n")
+    return EXIT_CANCELLED
+
+
+def _say(line: str) -> None:
+    """One line on stderr, if stderr still leads anywhere."""
+    try:
+        click.echo(line, err=True)
+    except OSError:
+        pass
+
+
+def _silence(stream: Any) -> None:
+    """Point a broken stream's fd at /dev/null, so that the data still buffered
+    in it cannot fail again at exit (Python would then exit 120)."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)
+
+
+def _fill_closed_std_fds() -> None:
+    """Started with stdin, stdout or stderr closed (`2>&-`): /dev/null takes its
+    place, so that no journal, lock or worker pipe opened later gets fd 2 and
+    receives what is written to "stderr" (by dagrun, a worker or a task)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None:
+            continue
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            _silence(stream)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one error line and a documented exit code, never a traceback."""
     args = sys.argv[1:] if argv is None else argv
-    # SIGTERM before the run's own handlers are in place (while validating or
-    # waiting for a lock) must still end with 130 and one line, like Ctrl-C.
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    _fill_closed_std_fds()
+    # A stop signal before the run's own handlers are in place (while validating,
+    # waiting for a lock or creating the run) ends with 130 and one line naming
+    # the run if it exists; once the result is decided it changes nothing.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _on_signal)
     try:
         code = cli.main(args=args, prog_name="dagrun", standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt, Terminated):
-        # Before a run exists (validating, waiting for a lock): nothing to resume.
-        click.echo("dagrun: interrupted before the run started; nothing was run", err=True)
-        if "--json" in args:
-            sys.stdout.write('{"run_id":null,"status":"cancelled","tasks":{}}\n')
-        code = EXIT_CANCELLED
+        code = _interrupted(args)
     except click.UsageError as exc:
         hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
-        click.echo(f"dagrun: error: {exc.format_message()}{hint}", err=True)
+        _say(f"dagrun: error: {exc.format_message()}{hint}")
         code = exc.exit_code
     except click.ClickException as exc:
-        click.echo(f"dagrun: error: {exc.format_message()}", err=True)
+        _say(f"dagrun: error: {exc.format_message()}")
         code = exc.exit_code
     except DagrunError as exc:
-        click.echo(f"dagrun: error: {exc}", err=True)
+        _say(f"dagrun: error: {exc}")
         code = exc.exit_code
-    except BrokenPipeError:
-        # stdout closed early (`dagrun graph x | head`): not an error worth a traceback
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = 0
     if code is None:
         code = 0
     if not isinstance(code, int):
         code = EXIT_USAGE
+    _flush_std_streams()
     sys.exit(code)

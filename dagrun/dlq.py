@@ -133,8 +133,8 @@ class DeadLetterQueue:
                              "(checksum mismatch); delete it with `dagrun dlq purge "
                              f"--run-id {run_id}`")
         if letter is None:
-            raise UsageError(f"no dead letter for task {task!r} of run {run_id!r} "
-                             "(see `dagrun dlq list`)")
+            raise UsageError(f"no dead letter for task {task!r} of run {run_id!r} in "
+                             f"{self.root.parent} (see `dagrun dlq list`)")
         return letter
 
     def tasks(self, run_id: str) -> list[str]:
@@ -178,10 +178,11 @@ class DeadLetterQueue:
         return True
 
     def purge(self, *, run_id: str | None = None, older_than: float | None = None,
-              now: float | None = None) -> int:
-        """Delete letters (of one run, and/or older than `older_than` seconds); how many."""
+              now: float | None = None, dry_run: bool = False) -> list[tuple[str, str]]:
+        """Delete letters (of one run, and/or older than `older_than` seconds);
+        the (run id, task) of each one deleted, or with `dry_run` to be deleted."""
         now = time.time() if now is None else now
-        removed = 0
+        chosen = []
         for rid, task, letter in list(self.scan(run_id)):
             if older_than is not None:
                 if letter is not None:
@@ -193,8 +194,9 @@ class DeadLetterQueue:
                         continue
                 if now - created < older_than:
                     continue
-            removed += self.remove(rid, task)
-        return removed
+            if dry_run or self.remove(rid, task):
+                chosen.append((rid, task))
+        return chosen
 
 
 class DeadLetterOffice:

@@ -5,7 +5,9 @@
 - PlainReporter: one line per task event, no colour or animation (not a TTY,
   NO_COLOR, cron).
 - QuietReporter: warnings only (used with --json off a TTY).
-All of them write to stderr: stdout carries only --json output.
+All of them write to stderr: stdout carries only --json output. `guarded()`
+wraps any of them so that a stream that breaks (`2>&1 | head`, a closed
+terminal, `2>&-`) switches the display off instead of stopping the run.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class QuietReporter:
     tick_interval: float | None = None
 
     def __init__(self, stream: IO[str] | None = None) -> None:
-        self.stream = stream or sys.stderr
+        self.stream = stream or sys.stderr  # None when started with stderr closed
 
     def start(self, run_id: str, spec: PipelineSpec, statuses: Mapping[str, TaskStatus]) -> None:
         pass
@@ -145,14 +147,66 @@ class LiveReporter(PlainReporter):
         print_summary(result, self.stream, time.monotonic() - self.t0, rich_table=True)
 
 
-def choose_reporter(json_mode: bool, stream: IO[str] | None = None) -> QuietReporter:
+class Guarded:
+    """A reporter that switches itself off, silently, the first time writing
+    to its stream fails: the display is a courtesy, the run goes on and ends
+    with its real exit code. `finished` says that the result is known."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        # Started with stderr closed, Python has no sys.stderr at all.
+        self.off = getattr(inner, "stream", sys.stderr) is None
+        self.finished = False
+
+    @property
+    def tick_interval(self) -> float | None:
+        return None if self.off else self.inner.tick_interval
+
+    def _call(self, method: str, *args: Any) -> None:
+        if self.off:
+            return
+        try:
+            getattr(self.inner, method, lambda *_: None)(*args)
+        except OSError:  # EPIPE, EBADF, EIO of a hung-up terminal, a full disk
+            self.off = True
+
+    def start(self, run_id: str, spec: PipelineSpec, statuses: Mapping[str, TaskStatus]) -> None:
+        self._call("start", run_id, spec, statuses)
+
+    def task_started(self, task_id: str, attempt: int) -> None:
+        self._call("task_started", task_id, attempt)
+
+    def task_finished(self, task_id: str, status: TaskStatus) -> None:
+        self._call("task_finished", task_id, status)
+
+    def message(self, text: str) -> None:
+        self._call("message", text)
+
+    def tick(self) -> None:
+        self._call("tick")
+
+    def abort(self) -> None:
+        self._call("abort")
+
+    def finish(self, result: RunResult) -> None:
+        self.finished = True  # first: the result is decided even if the display fails
+        self._call("finish", result)
+
+
+def guarded(reporter: Any) -> Guarded:
+    return reporter if isinstance(reporter, Guarded) else Guarded(reporter)
+
+
+def choose_reporter(json_mode: bool, stream: IO[str] | None = None) -> Guarded:
     stream = stream or sys.stderr
+    if stream is None:  # stderr closed at start (`2>&-`): nothing to show anything on
+        return Guarded(QuietReporter(None))
     tty = stream.isatty() and os.environ.get("TERM") != "dumb"
     if json_mode and not tty:
-        return QuietReporter(stream)
+        return Guarded(QuietReporter(stream))
     if tty and not os.environ.get("NO_COLOR"):
-        return LiveReporter(stream)
-    return PlainReporter(stream)
+        return Guarded(LiveReporter(stream))
+    return Guarded(PlainReporter(stream))
 
 
 def print_summary(result: RunResult, stream: IO[str], elapsed: float, *,

@@ -148,9 +148,27 @@ def test_purge(cli, write, tmp_path):
     assert [x["task"] for x in cli("dlq", "list", "--json").json] == ["crash"]
     r = cli("dlq", "purge", "--older-than", "soon")
     assert r.code == 2 and "Traceback" not in r.stderr
-    r = cli("dlq", "purge")
+    r = cli("dlq", "purge", "--all")
     assert r.code == 0
     assert cli("dlq", "list", "--json").json == []
+
+
+def test_purge_needs_a_scope_and_can_dry_run(cli, write, tmp_path):
+    failing_run(cli, write, tmp_path, "r1")
+    state = os.environ["DAGRUN_STATE_DIR"]
+    r = cli("dlq", "purge")  # no scope: a usage error, nothing deleted
+    assert r.code == 2 and "--all" in r.stderr and "Traceback" not in r.stderr
+    r = cli("dlq", "purge", "--all", "--dry-run")
+    assert r.code == 0, r.stderr
+    assert r.stdout.splitlines() == ["r1 bad", "r1 crash"]
+    assert f"would delete 2 dead letters in {state}" in r.stderr
+    assert len(cli("dlq", "list", "--json").json) == 2  # nothing deleted
+    r = cli("dlq", "purge", "--run-id", "nosuchrun")
+    assert r.code == 2 and "nosuchrun" in r.stderr and state in r.stderr
+    r = cli("dlq", "purge", "--run-id", "r1", "--dry-run")
+    assert r.code == 0 and len(r.stdout.splitlines()) == 2
+    assert len(cli("dlq", "list", "--json").json) == 2
+    assert cli("dlq", "purge", "--all", "--run-id", "r1").code == 2
 
 
 def _drop_final_run_record(run_id: str) -> None:

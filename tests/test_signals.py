@@ -129,3 +129,91 @@ def test_no_process_outlives_a_sigkilled_dagrun(write, tmp_path):
     proc.communicate(timeout=30)
     wait_for(lambda: not alive(child), timeout=10)  # contract: within a few seconds
     assert not alive(child)
+
+
+def test_sighup_cancels_like_sigterm_and_stays_resumable(cli, write, tmp_path):
+    """A closed terminal or a dropped ssh session: recorded, exit 130, resumable."""
+    log = tmp_path / "log"
+    spec = write("h.toml", f"""
+        [tasks.slow]
+        call = "sidefx:step"
+        kwargs = {{ log = "{log}", name = "slow", k = 1, sleep = 30 }}
+    """)
+    proc = start("run", str(spec), "--run-id", "hup", "--json")
+    wait_for(lambda: "slow" in runs_of(log))
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert orjson.loads(out)["tasks"]["slow"]["state"] == "cancelled"
+    assert b"SIGHUP" in err and b"dagrun resume hup" in err
+    r = cli("resume", "hup", "--json", "--deadline", "1s")  # resumable: it runs again
+    assert r.code == 130 and r.json["tasks"]["slow"]["state"] == "cancelled", r.stderr
+    assert runs_of(log) == {"slow": 2}
+
+
+def test_sigterm_after_the_result_is_decided_changes_nothing(tmp_path, write):
+    """dagrun held in writing its --json result (the test does not read the pipe
+    yet, the result is larger than a pipe's 64 KiB): a SIGTERM then neither
+    changes the exit code nor adds a second JSON object."""
+    import fcntl
+    import termios
+
+    spec = write("big.toml", """
+        [tasks.big]
+        call = "basic:big_list"
+        kwargs = { n = 20000 }
+    """)
+    proc = start("run", str(spec), "--json", "--run-id", "late")
+    assert proc.stdout is not None
+
+    def pipe_full() -> bool:
+        buf = bytearray(4)
+        fcntl.ioctl(proc.stdout.fileno(), termios.FIONREAD, buf)
+        return int.from_bytes(buf, "little") >= 65536
+
+    wait_for(pipe_full, timeout=60)  # generous: workers fork slowly on shared CI
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    result = orjson.loads(out)  # exactly one object: a second would not parse
+    assert result["run_id"] == "late" and result["status"] == "succeeded"
+    assert b"nothing was run" not in err
+
+
+def test_sigterm_at_any_moment_names_an_existing_run(tmp_path, write):
+    """SIGTERMs sent at delays spread over a whole run of a 2,000-task spec
+    (most of it spent validating and creating the run): whatever the moment,
+    stdout holds at most one JSON object, a run whose folder exists is named
+    (in the JSON and in the resume hint), and the exit code matches the status."""
+    parts = ['[pipeline]\nworkers = 1\n']
+    parts += [f'[tasks.t{i}]\ncall = "basic:const"\nkwargs = {{ value = {i} }}\n'
+              for i in range(2000)]
+    spec = write("many.toml", "\n".join(parts))
+    runs = tmp_path / "state" / "runs"
+    t0 = time.monotonic()
+    proc = start("run", str(spec), "--json", "--run-id", "whole")
+    proc.communicate(timeout=120)
+    whole = time.monotonic() - t0
+    assert proc.returncode == 0
+    trials = 24
+    for i in range(trials):
+        rid = f"t{i}"
+        proc = start("run", str(spec), "--json", "--run-id", rid)
+        time.sleep(whole * i / trials)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+        exists = (runs / rid / "run.json").exists()
+        text = out.decode().strip()
+        result = orjson.loads(text) if text else None  # a second object would not parse
+        if proc.returncode == -signal.SIGTERM:  # before Python got to dagrun's code
+            assert not exists and result is None
+            continue
+        assert proc.returncode in (0, 130), err
+        if proc.returncode == 130:
+            assert result is not None and result["status"] == "cancelled"
+            assert (result["run_id"] == rid) == exists, (i, out, err)
+            assert (f"dagrun resume {rid}".encode() in err) == exists, (i, err)
+        else:
+            assert result is not None and result["status"] == "succeeded", (i, out)
+            assert result["run_id"] == rid
