@@ -50,6 +50,7 @@ class _Worker:
     kill_at: float | None = None
     killed_hard: bool = False
     retiring: bool = False
+    protocol_detail: str = ""  # what was wrong on the result pipe (kill_reason "protocol")
     last_duration: float = 1.0  # of its last task; unknown counts as long
 
     @property
@@ -194,7 +195,7 @@ class ProcessExecutor:
             "id": msg_id, "run_id": attempt.run_id, "task": attempt.task_id,
             "attempt": attempt.number, "call": attempt.call, "kwargs": attempt.kwargs,
             "memory_limit": attempt.memory_limit,
-        })
+        }, msg_id)
         if not worker.inflight:
             worker.head_started = time.monotonic()
             worker.head_wall = time.time()
@@ -299,18 +300,21 @@ class ProcessExecutor:
                 eof = True
                 break
             worker.buf += chunk
-        for body in wire.split_frames(worker.buf):
-            msg = orjson.loads(body)
-            if not worker.inflight or worker.inflight[0][0] != msg.get("id"):
-                # Not the answer we wait for: e.g. a process the task forked came
-                # back into the worker loop. The worker can no longer be trusted.
-                if worker.kill_reason is None:
-                    worker.kill_reason = "protocol"
-                    worker.killed_hard = True
-                    _killpg(worker.pid, signal.SIGKILL)
-                worker.buf.clear()
+        while worker.buf and worker.kill_reason != "protocol":
+            try:
+                body = wire.take_frame(worker.buf,
+                                       worker.inflight[0][0] if worker.inflight else None)
+                if body is None:
+                    break
+                msg = _result_message(body)
+            except wire.FrameError as exc:
+                # Bytes dagrun did not write (the task wrote to the inherited pipe)
+                # or an answer nobody asked for: the worker can no longer be trusted.
+                self._protocol_error(worker, str(exc))
                 break
             results.append(self._finish(worker, msg))
+        if worker.kill_reason == "protocol":
+            worker.buf.clear()
         if eof:
             if worker.pidfd >= 0:
                 # The pipe closing does not mean the worker exited (a task may
@@ -319,6 +323,14 @@ class ProcessExecutor:
                 self._sel.unregister(worker.res_fd)
             else:
                 self._reap(worker, results)
+
+    def _protocol_error(self, worker: _Worker, detail: str) -> None:
+        worker.protocol_detail = detail
+        if worker.kill_reason is None or worker.kill_reason == "timeout":
+            worker.kill_reason = "protocol"  # a cancel stays a cancel
+        if not worker.killed_hard:
+            worker.killed_hard = True
+            _killpg(worker.pid, signal.SIGKILL)
 
     def _finish(self, worker: _Worker, msg: dict) -> AttemptResult:
         _, attempt = worker.inflight.popleft()
@@ -406,9 +418,9 @@ class ProcessExecutor:
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
         if worker.kill_reason == "protocol":
-            return TaskError("WorkerCrashed", "the task's worker sent an unexpected message "
-                             "(did the task fork and let the child return?); it was killed",
-                             exit_code=code, signal=sig)
+            return TaskError("WorkerCrashed", "the task wrote to dagrun's result pipe "
+                             f"(the worker's inherited fd; dagrun read {worker.protocol_detail}), "
+                             "so its worker was killed", exit_code=code, signal=sig)
         if worker.kill_reason == "timeout":
             how = ("SIGKILL after the grace period" if worker.killed_hard and attempt.timeout_grace
                    else "SIGKILL" if worker.killed_hard else "SIGTERM")
@@ -450,6 +462,26 @@ class ProcessExecutor:
             if w.kill_reason and not w.killed_hard:
                 w.killed_hard = True
                 _killpg(w.pid, signal.SIGKILL)
+
+
+def _result_message(body: bytes) -> dict:
+    """The worker's result as a dict whose fields have the types _finish reads."""
+    try:
+        msg = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise wire.FrameError("a frame whose body is not JSON") from None
+    if not isinstance(msg, dict):
+        raise wire.FrameError(f"a frame whose body is a JSON {type(msg).__name__}, not an object")
+    for key in ("started", "ended"):
+        if not isinstance(msg.get(key), (int, float)) or isinstance(msg[key], bool):
+            raise wire.FrameError(f"a result whose {key!r} is not a number")
+    error = msg.get("error")
+    if error is not None and not (
+            isinstance(error, dict) and all(isinstance(error.get(k, ""), str)
+                                            for k in ("type", "message", "traceback"))
+            and isinstance(error.get("types", []), list)):
+        raise wire.FrameError("a result whose 'error' is not an error")
+    return msg
 
 
 def _secs(value: float | None) -> str:

@@ -106,10 +106,10 @@ def _serve(req_fd: int, res_fd: int) -> None:
     functions: dict[str, Any] = {}
     me = os.getpid()
     while True:
-        header = wire.read_exact(req_fd, 4)
+        header = wire.read_exact(req_fd, wire.HEADER.size)
         if header is None:
             return  # the parent closed our pipe: retire
-        (size,) = wire.HEADER.unpack(header)
+        _, msg_id, size = wire.HEADER.unpack(header)
         body = wire.read_exact(req_fd, size)
         if body is None:
             return
@@ -117,7 +117,7 @@ def _serve(req_fd: int, res_fd: int) -> None:
         result, retire = _run_one(msg, functions, resolve)
         if os.getpid() != me:
             os._exit(0)  # a child the task forked came back here: it must not answer
-        wire.write_all(res_fd, wire.encode_raw(result))
+        wire.write_all(res_fd, wire.encode_raw(result, msg_id))
         if retire:
             return  # whatever the task leaked goes with this process; the parent forks anew
 
