@@ -86,8 +86,15 @@ def sentinel_main(lifeline_fd: int, pgid: int) -> NoReturn:
         except OSError:
             pass
         signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # It shares the task's process group, so a task stopping "its helpers"
+        # with os.killpg(0, SIGTERM) (or a HUP to the group) signals it too: it
+        # must outlive everything but SIGKILL, which only dagrun's cleanup sends.
+        for sig in signal.valid_signals():
+            if sig not in (signal.SIGKILL, signal.SIGSTOP):
+                try:
+                    signal.signal(sig, signal.SIG_IGN)
+                except (OSError, ValueError):
+                    pass  # e.g. the realtime signals Python cannot name
         _close_fds_except({lifeline_fd})
         while True:
             try:

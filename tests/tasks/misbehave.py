@@ -218,3 +218,13 @@ def write_to_worker_pipe(kind, counter=None, until=None):
         for fd in _inherited_pipes_for_writing():
             os.write(fd, _FRAMES[kind]())
     return "ok"
+
+
+def killpg_own_group(pidfile):
+    """Stops "its helpers" with a SIGTERM to its whole process group, as shell
+    scripts do, after starting a child that ignores SIGTERM; then keeps running."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    proc = subprocess.Popen(["sleep", "45"])  # inherits the ignored SIGTERM
+    os.killpg(0, signal.SIGTERM)
+    _write(pidfile, str(proc.pid))
+    time.sleep(300)
