@@ -43,6 +43,17 @@ class Executor(Protocol):
     def shutdown(self) -> None: ...
 
 
+# The longest single wait anywhere in dagrun, in seconds. Every wait is a timer
+# the loop re-checks when it wakes, so waking early costs nothing; waiting longer
+# than ~24.8 days at once overflows epoll's 32-bit millisecond timeout.
+MAX_WAIT = 3600.0
+
+
+def clamp_wait(seconds: float | None) -> float | None:
+    """`seconds` (None: no limit) bounded to [0, MAX_WAIT]."""
+    return None if seconds is None else max(0.0, min(seconds, MAX_WAIT))
+
+
 # name -> "module:class"; imported lazily so `dagrun --help` stays fast.
 BACKENDS: dict[str, str] = {
     "local": "dagrun.executor.process:ProcessExecutor",

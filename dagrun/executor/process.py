@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from dagrun.executor import wire
+from dagrun.executor.base import clamp_wait
 from dagrun.model import Attempt, AttemptResult, TaskError
 
 # Tasks queued on a worker beyond the one it runs: hides the pipe round-trip
@@ -253,6 +254,7 @@ class ProcessExecutor:
         if nearest is not None:
             until = max(0.0, nearest - now)
             timeout = until if timeout is None else min(timeout, until)
+        timeout = clamp_wait(timeout)
         results: list[AttemptResult] = []
         for key, _ in self._sel.select(timeout):
             worker = key.data
