@@ -21,6 +21,7 @@ from dagrun.spec import DEFAULT_DURABILITY, DURABILITY_MODES, PipelineSpec, load
 
 if TYPE_CHECKING:
     from dagrun.dlq import Letter
+    from dagrun.executor.base import Executor
     from dagrun.scheduler import CancelToken, Reporter
     from dagrun.store.repair import Repaired
     from dagrun.store.runs import RunInfo
@@ -294,7 +295,7 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
     """Lock the run (unless `lock`, already held, is given) and execute the
     scheduler loop on it: shared by run and resume."""
     from dagrun.callables import add_import_path
-    from dagrun.executor.base import backend_class
+    from dagrun.executor.base import create
     from dagrun.report import QuietReporter
     from dagrun.scheduler import CancelToken, Scheduler
     from dagrun.store.journal import Journal
@@ -307,9 +308,6 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
         lock.acquire()
     try:
         journal = Journal(info.journal_path, settings["durability"])
-        executor = backend_class("local")(
-            settings["workers"], base_dir=spec.base_dir,
-            max_tasks_per_worker=spec.max_tasks_per_worker)
         token = CancelToken()
         if statuses is None:
             statuses = {tid: TaskStatus() for tid in spec.tasks}
@@ -317,9 +315,13 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
         hooks = fault_hooks(info, spec, statuses, notify=reporter.message,
                             unsettled_letters=unsettled_letters)
         try:
-            with _signals_to(token, executor):
-                executor.start()
-                try:
+            executor = create(settings.get("executor") or "local", {
+                "workers": settings["workers"], "base_dir": spec.base_dir,
+                "max_tasks_per_worker": spec.max_tasks_per_worker,
+                "notify": reporter.message})
+            try:
+                with _signals_to(token, executor):
+                    executor.start()
                     scheduler = Scheduler(
                         spec, info.run_id, journal, executor, reporter,
                         statuses=statuses, cancel=token,
@@ -330,8 +332,8 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
                     except BaseException:
                         getattr(reporter, "abort", lambda: None)()  # e.g. a full disk
                         raise
-                finally:
-                    executor.shutdown()
+            finally:
+                executor.shutdown()
         finally:
             journal.close()
     finally:
@@ -354,7 +356,7 @@ def fault_hooks(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatu
 
 
 @contextmanager
-def _signals_to(token: CancelToken, executor: Any) -> Iterator[None]:
+def _signals_to(token: CancelToken, executor: Executor) -> Iterator[None]:
     """SIGINT/SIGTERM request cancellation; a wake-up pipe interrupts the poll."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -365,8 +367,8 @@ def _signals_to(token: CancelToken, executor: Any) -> Iterator[None]:
 
     def handler(signum: int, _frame: Any) -> None:
         token.request(signal.Signals(signum).name)
-        if token.force and hasattr(executor, "kill_now"):
-            executor.kill_now()
+        if token.force:
+            executor.cancel(0, force=True)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     old_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)

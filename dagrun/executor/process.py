@@ -14,9 +14,12 @@ import os
 import selectors
 import signal
 import sys
+import threading
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -30,6 +33,9 @@ from dagrun.model import Attempt, AttemptResult, TaskError
 PREFETCH = 1
 WORKER_LOST_PIPE = 70  # worker.py's exit code when its own loop fails
 SHORT_TASK = 0.005  # seconds
+# After a failed fork (EAGAIN: a process limit; ENOMEM), how long until the next
+# try: often enough to recover soon, rarely enough not to spin on a full table.
+RESPAWN_DELAY = 1.0  # seconds
 
 
 @dataclass(eq=False)
@@ -78,16 +84,28 @@ class _Writable:
 
 class ProcessExecutor:
     def __init__(self, workers: int, *, base_dir: str | None = None,
-                 max_tasks_per_worker: int | None = None) -> None:
+                 max_tasks_per_worker: int | None = None,
+                 notify: Callable[[str], None] | None = None) -> None:
         self.size = max(1, workers)
         self.base_dir = base_dir
         self.max_tasks_per_worker = max_tasks_per_worker
+        self.notify = notify or (lambda _text: None)
+        self._missing = 0  # workers to fork again after a failed fork
+        self._respawn_at = 0.0
+        self._fork_error = ""
+        self._warned: set[str] = set()
         self._workers: dict[int, _Worker] = {}  # by result fd
         self._sel = selectors.DefaultSelector()
         self._lifeline_r = self._lifeline_w = -1
         self._next_id = 0
         self._closing = False
         self._wakeup_fds: list[int] = []
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> ProcessExecutor:
+        return cls(settings["workers"], base_dir=settings.get("base_dir"),
+                   max_tasks_per_worker=settings.get("max_tasks_per_worker"),
+                   notify=settings.get("notify"))
 
     # ------------------------------------------------------------ lifecycle
 
@@ -98,10 +116,39 @@ class ProcessExecutor:
         import dagrun.executor.worker  # noqa: F401
 
         self._lifeline_r, self._lifeline_w = os.pipe()
-        for _ in range(self.size):
-            self._spawn()
+        self._missing = self.size
+        self._replenish()
+        if not self._workers:
+            from dagrun.errors import ExecutorLost
+
+            raise ExecutorLost(f"could not start any worker process: {self._fork_error}")
+
+    def _replenish(self) -> None:
+        """Fork the workers missing after failed forks; try again later on failure."""
+        while self._missing:
+            try:
+                self._spawn()
+            except OSError as exc:
+                self._respawn_at = time.monotonic() + RESPAWN_DELAY
+                self._fork_error = f"fork failed: {exc.strerror or exc}"
+                self._warn(f"cannot start a worker ({self._fork_error}); running with "
+                           f"{len(self._workers)} of {self.size}, retrying every "
+                           f"{RESPAWN_DELAY:g}s")
+                return
+            self._missing -= 1
+
+    def _warn(self, text: str) -> None:
+        if text not in self._warned:  # one line per distinct problem, not per fork
+            self._warned.add(text)
+            self.notify(f"warning: {text}")
 
     def _spawn(self) -> None:
+        if threading.active_count() > 1:
+            names = sorted(t.name for t in threading.enumerate()
+                           if t is not threading.current_thread())
+            self._warn(f"{len(names)} thread(s) run in dagrun when it forks workers "
+                       f"({', '.join(names[:3])}), probably started by a task module at "
+                       "import; a worker may deadlock on a lock such a thread held")
         req_r, req_w = os.pipe()
         res_r, res_w = os.pipe()
         for stream in (sys.stdout, sys.stderr):
@@ -110,7 +157,12 @@ class ProcessExecutor:
             except Exception:
                 pass
         parent = os.getpid()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (req_r, req_w, res_r, res_w):
+                _close(fd)
+            raise
         if pid == 0:
             from dagrun.executor.worker import worker_main
 
@@ -121,7 +173,15 @@ class ProcessExecutor:
             os.setpgid(pid, pid)  # also done by the child: whichever runs first wins
         except OSError:
             pass
-        sentinel = os.fork()
+        try:
+            sentinel = os.fork()
+        except OSError:
+            # Without its sentinel the worker's group could outlive dagrun: drop it.
+            _killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            _close(req_w)
+            _close(res_r)
+            raise
         if sentinel == 0:
             from dagrun.executor.worker import sentinel_main
 
@@ -250,6 +310,12 @@ class ProcessExecutor:
 
     def _wait(self, timeout: float | None) -> list[AttemptResult]:
         now = time.monotonic()
+        if self._missing and not self._closing:
+            if now >= self._respawn_at:
+                self._replenish()
+            if self._missing:
+                timeout = self._respawn_at - now if timeout is None else min(
+                    timeout, self._respawn_at - now)
         nearest = self._nearest_deadline()
         if nearest is not None:
             until = max(0.0, nearest - now)
@@ -413,7 +479,8 @@ class ProcessExecutor:
                                              error=self._death_error(worker, attempt, status),
                                              started=worker.head_wall or now, ended=now))
         if not self._closing:
-            self._spawn()
+            self._missing += 1
+            self._replenish()
 
     @staticmethod
     def _death_error(worker: _Worker, attempt: Attempt, status: int) -> TaskError:
@@ -445,7 +512,10 @@ class ProcessExecutor:
 
     # ------------------------------------------------------------ cancellation
 
-    def cancel(self, grace: float) -> list[AttemptResult]:
+    def cancel(self, grace: float, force: bool = False) -> list[AttemptResult]:
+        if force:
+            self._kill_now()
+            return []
         now = time.monotonic()
         results: list[AttemptResult] = []
         for w in list(self._workers.values()):
@@ -458,8 +528,9 @@ class ProcessExecutor:
             results += self._wait(0.05)
         return results
 
-    def kill_now(self) -> None:
-        """Skip the grace of everything being stopped (a second Ctrl-C)."""
+    def _kill_now(self) -> None:
+        """Skip the grace of everything being stopped (a second Ctrl-C); only
+        signals, so a signal handler may call it while cancel() waits."""
         for w in self._workers.values():
             if w.kill_reason and not w.killed_hard:
                 w.killed_hard = True
