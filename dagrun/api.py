@@ -21,6 +21,7 @@ from dagrun.spec import DEFAULT_DURABILITY, DURABILITY_MODES, PipelineSpec, load
 
 if TYPE_CHECKING:
     from dagrun.dlq import Letter
+    from dagrun.executor.base import Executor
     from dagrun.scheduler import CancelToken, Reporter
     from dagrun.store.repair import Repaired
     from dagrun.store.runs import RunInfo
@@ -313,7 +314,7 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
     """Lock the run (unless `lock`, already held, is given) and execute the
     scheduler loop on it: shared by run and resume."""
     from dagrun.callables import add_import_paths
-    from dagrun.executor.base import backend_class
+    from dagrun.executor.base import create
     from dagrun.report import QuietReporter, guarded
     from dagrun.scheduler import CancelToken, Scheduler
     from dagrun.store.journal import Journal
@@ -328,9 +329,6 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
     try:
         journal = Journal(info.journal_path, settings["durability"],
                           Chain(info.run_id, info.meta["nonce"], dict(heads or {})))
-        executor = backend_class("local")(
-            settings["workers"], base_dir=spec.base_dir,
-            max_tasks_per_worker=spec.max_tasks_per_worker)
         token = CancelToken()
         if statuses is None:
             statuses = {tid: TaskStatus() for tid in spec.tasks}
@@ -338,9 +336,13 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
         hooks = fault_hooks(info, spec, statuses, notify=reporter.message,
                             unsettled_letters=unsettled_letters)
         try:
-            with _signals_to(token, executor):
-                executor.start()
-                try:
+            executor = create(settings.get("executor") or "local", {
+                "workers": settings["workers"], "base_dir": spec.base_dir,
+                "max_tasks_per_worker": spec.max_tasks_per_worker,
+                "notify": reporter.message})
+            try:
+                with _signals_to(token, executor):
+                    executor.start()
                     scheduler = Scheduler(
                         spec, info.run_id, journal, executor, reporter,
                         statuses=statuses, cancel=token,
@@ -351,8 +353,8 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
                     except BaseException:
                         getattr(reporter, "abort", lambda: None)()  # e.g. a full disk
                         raise
-                finally:
-                    executor.shutdown()
+            finally:
+                executor.shutdown()
         finally:
             journal.close()
     finally:
@@ -375,7 +377,7 @@ def fault_hooks(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatu
 
 
 @contextmanager
-def _signals_to(token: CancelToken, executor: Any) -> Iterator[None]:
+def _signals_to(token: CancelToken, executor: Executor) -> Iterator[None]:
     """SIGINT/SIGTERM/SIGHUP (a closed terminal, a dropped ssh session) request
     cancellation; a wake-up pipe interrupts the poll."""
     if threading.current_thread() is not threading.main_thread():
@@ -387,8 +389,8 @@ def _signals_to(token: CancelToken, executor: Any) -> Iterator[None]:
 
     def handler(signum: int, _frame: Any) -> None:
         token.request(signal.Signals(signum).name)
-        if token.force and hasattr(executor, "kill_now"):
-            executor.kill_now()
+        if token.force:
+            executor.cancel(0, force=True)
 
     old = {s: signal.signal(s, handler)
            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dagrun.executor.base import clamp_wait
 from dagrun.model import AttemptResult, TaskError
 from dagrun.spec import BreakerSpec, PipelineSpec
 from dagrun.store.fs import file_identity, make_private_dir, read_state_file, write_atomic
@@ -239,7 +240,7 @@ class BreakerGate:
     def wait_time(self) -> float | None:
         if self._wake is None:
             return None
-        return max(0.0, self._wake - self.clock())
+        return clamp_wait(self._wake - self.clock())  # a "30d" cooldown waits in steps
 
     def due(self) -> tuple[list[str], list[tuple[str, TaskError]]]:
         """Tasks to hand back to the ready heap, and tasks held past max_wait."""

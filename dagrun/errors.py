@@ -8,6 +8,7 @@ EXIT_TASKS_FAILED = 1
 EXIT_USAGE = 2
 EXIT_LOCKED = 3
 EXIT_STATE_IO = 4
+EXIT_EXECUTOR_LOST = 5
 EXIT_CANCELLED = 130
 
 
@@ -45,3 +46,9 @@ class StateIOError(DagrunError):
     """The state directory could not be written or read."""
 
     exit_code = EXIT_STATE_IO
+
+
+class ExecutorLost(DagrunError):
+    """The executor could not be started or reached (e.g. no worker could be forked)."""
+
+    exit_code = EXIT_EXECUTOR_LOST

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from dagrun.executor.base import Executor
+from dagrun.executor.base import Executor, clamp_wait
 from dagrun.graph import dependents_map
 from dagrun.model import (
     FINAL_STATES,
@@ -211,7 +211,7 @@ class Scheduler:
             waits.append(self.hooks.gate.wait_time())
         waits.append(self.journal.sync_due_in())
         finite = [max(0.0, w) for w in waits if w is not None]
-        return min(finite) if finite else None
+        return clamp_wait(min(finite)) if finite else None  # epoll overflows at ~24.8 d
 
     def _dispatch(self) -> None:
         batch: list[Attempt] = []

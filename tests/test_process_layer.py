@@ -341,3 +341,32 @@ def test_worker_death_seen_even_if_a_forked_child_holds_its_pipes(cli, write, tm
     assert r.json["tasks"]["after"]["state"] == "completed"
     assert not alive(int((tmp_path / "child.pid").read_text()))
     assert time.monotonic() - started < 20  # generous; without the fix it never ends
+
+
+def test_sentinel_survives_a_group_wide_sigterm(write, tmp_path):
+    """A task SIGTERMs its own group (the sentinel's too), then dagrun is SIGKILLed:
+    the sentinel must still be there to kill what the task started."""
+    import subprocess
+    import sys
+
+    write("p.toml", f"""
+        [tasks.t]
+        call = "misbehave:killpg_own_group"
+        kwargs = {{ pidfile = "{tmp_path}/sleep.pid" }}
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "dagrun", "run", "p.toml"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30  # generous: interpreter start-up on a busy box
+        while not (tmp_path / "sleep.pid").exists():
+            assert time.monotonic() < deadline, "the task never started"
+            time.sleep(0.02)
+        time.sleep(0.3)  # let the group's SIGTERM be delivered (default action: at once)
+    finally:
+        proc.kill()
+        proc.wait()
+    pid = int((tmp_path / "sleep.pid").read_text())
+    deadline = time.monotonic() + 5  # the contract: within a few seconds
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not alive(pid), "the task's `sleep 45` outlived the SIGKILLed dagrun"

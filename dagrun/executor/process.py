@@ -14,13 +14,17 @@ import os
 import selectors
 import signal
 import sys
+import threading
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
 from dagrun.executor import wire
+from dagrun.executor.base import clamp_wait
 from dagrun.model import Attempt, AttemptResult, TaskError
 
 # Tasks queued on a worker beyond the one it runs: hides the pipe round-trip
@@ -29,6 +33,9 @@ from dagrun.model import Attempt, AttemptResult, TaskError
 PREFETCH = 1
 WORKER_LOST_PIPE = 70  # worker.py's exit code when its own loop fails
 SHORT_TASK = 0.005  # seconds
+# After a failed fork (EAGAIN: a process limit; ENOMEM), how long until the next
+# try: often enough to recover soon, rarely enough not to spin on a full table.
+RESPAWN_DELAY = 1.0  # seconds
 
 
 @dataclass(eq=False)
@@ -50,6 +57,7 @@ class _Worker:
     kill_at: float | None = None
     killed_hard: bool = False
     retiring: bool = False
+    protocol_detail: str = ""  # what was wrong on the result pipe (kill_reason "protocol")
     last_duration: float = 1.0  # of its last task; unknown counts as long
 
     @property
@@ -76,16 +84,28 @@ class _Writable:
 
 class ProcessExecutor:
     def __init__(self, workers: int, *, base_dir: str | None = None,
-                 max_tasks_per_worker: int | None = None) -> None:
+                 max_tasks_per_worker: int | None = None,
+                 notify: Callable[[str], None] | None = None) -> None:
         self.size = max(1, workers)
         self.base_dir = base_dir
         self.max_tasks_per_worker = max_tasks_per_worker
+        self.notify = notify or (lambda _text: None)
+        self._missing = 0  # workers to fork again after a failed fork
+        self._respawn_at = 0.0
+        self._fork_error = ""
+        self._warned: set[str] = set()
         self._workers: dict[int, _Worker] = {}  # by result fd
         self._sel = selectors.DefaultSelector()
         self._lifeline_r = self._lifeline_w = -1
         self._next_id = 0
         self._closing = False
         self._wakeup_fds: list[int] = []
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> ProcessExecutor:
+        return cls(settings["workers"], base_dir=settings.get("base_dir"),
+                   max_tasks_per_worker=settings.get("max_tasks_per_worker"),
+                   notify=settings.get("notify"))
 
     # ------------------------------------------------------------ lifecycle
 
@@ -96,10 +116,39 @@ class ProcessExecutor:
         import dagrun.executor.worker  # noqa: F401
 
         self._lifeline_r, self._lifeline_w = os.pipe()
-        for _ in range(self.size):
-            self._spawn()
+        self._missing = self.size
+        self._replenish()
+        if not self._workers:
+            from dagrun.errors import ExecutorLost
+
+            raise ExecutorLost(f"could not start any worker process: {self._fork_error}")
+
+    def _replenish(self) -> None:
+        """Fork the workers missing after failed forks; try again later on failure."""
+        while self._missing:
+            try:
+                self._spawn()
+            except OSError as exc:
+                self._respawn_at = time.monotonic() + RESPAWN_DELAY
+                self._fork_error = f"fork failed: {exc.strerror or exc}"
+                self._warn(f"cannot start a worker ({self._fork_error}); running with "
+                           f"{len(self._workers)} of {self.size}, retrying every "
+                           f"{RESPAWN_DELAY:g}s")
+                return
+            self._missing -= 1
+
+    def _warn(self, text: str) -> None:
+        if text not in self._warned:  # one line per distinct problem, not per fork
+            self._warned.add(text)
+            self.notify(f"warning: {text}")
 
     def _spawn(self) -> None:
+        if threading.active_count() > 1:
+            names = sorted(t.name for t in threading.enumerate()
+                           if t is not threading.current_thread())
+            self._warn(f"{len(names)} thread(s) run in dagrun when it forks workers "
+                       f"({', '.join(names[:3])}), probably started by a task module at "
+                       "import; a worker may deadlock on a lock such a thread held")
         req_r, req_w = os.pipe()
         res_r, res_w = os.pipe()
         for stream in (sys.stdout, sys.stderr):
@@ -108,7 +157,12 @@ class ProcessExecutor:
             except Exception:
                 pass
         parent = os.getpid()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (req_r, req_w, res_r, res_w):
+                _close(fd)
+            raise
         if pid == 0:
             from dagrun.executor.worker import worker_main
 
@@ -119,7 +173,15 @@ class ProcessExecutor:
             os.setpgid(pid, pid)  # also done by the child: whichever runs first wins
         except OSError:
             pass
-        sentinel = os.fork()
+        try:
+            sentinel = os.fork()
+        except OSError:
+            # Without its sentinel the worker's group could outlive dagrun: drop it.
+            _killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            _close(req_w)
+            _close(res_r)
+            raise
         if sentinel == 0:
             from dagrun.executor.worker import sentinel_main
 
@@ -194,7 +256,7 @@ class ProcessExecutor:
             "id": msg_id, "run_id": attempt.run_id, "task": attempt.task_id,
             "attempt": attempt.number, "call": attempt.call, "kwargs": attempt.kwargs,
             "memory_limit": attempt.memory_limit,
-        })
+        }, msg_id)
         if not worker.inflight:
             worker.head_started = time.monotonic()
             worker.head_wall = time.time()
@@ -248,10 +310,17 @@ class ProcessExecutor:
 
     def _wait(self, timeout: float | None) -> list[AttemptResult]:
         now = time.monotonic()
+        if self._missing and not self._closing:
+            if now >= self._respawn_at:
+                self._replenish()
+            if self._missing:
+                timeout = self._respawn_at - now if timeout is None else min(
+                    timeout, self._respawn_at - now)
         nearest = self._nearest_deadline()
         if nearest is not None:
             until = max(0.0, nearest - now)
             timeout = until if timeout is None else min(timeout, until)
+        timeout = clamp_wait(timeout)
         results: list[AttemptResult] = []
         for key, _ in self._sel.select(timeout):
             worker = key.data
@@ -299,18 +368,21 @@ class ProcessExecutor:
                 eof = True
                 break
             worker.buf += chunk
-        for body in wire.split_frames(worker.buf):
-            msg = orjson.loads(body)
-            if not worker.inflight or worker.inflight[0][0] != msg.get("id"):
-                # Not the answer we wait for: e.g. a process the task forked came
-                # back into the worker loop. The worker can no longer be trusted.
-                if worker.kill_reason is None:
-                    worker.kill_reason = "protocol"
-                    worker.killed_hard = True
-                    _killpg(worker.pid, signal.SIGKILL)
-                worker.buf.clear()
+        while worker.buf and worker.kill_reason != "protocol":
+            try:
+                body = wire.take_frame(worker.buf,
+                                       worker.inflight[0][0] if worker.inflight else None)
+                if body is None:
+                    break
+                msg = _result_message(body)
+            except wire.FrameError as exc:
+                # Bytes dagrun did not write (the task wrote to the inherited pipe)
+                # or an answer nobody asked for: the worker can no longer be trusted.
+                self._protocol_error(worker, str(exc))
                 break
             results.append(self._finish(worker, msg))
+        if worker.kill_reason == "protocol":
+            worker.buf.clear()
         if eof:
             if worker.pidfd >= 0:
                 # The pipe closing does not mean the worker exited (a task may
@@ -319,6 +391,14 @@ class ProcessExecutor:
                 self._sel.unregister(worker.res_fd)
             else:
                 self._reap(worker, results)
+
+    def _protocol_error(self, worker: _Worker, detail: str) -> None:
+        worker.protocol_detail = detail
+        if worker.kill_reason is None or worker.kill_reason == "timeout":
+            worker.kill_reason = "protocol"  # a cancel stays a cancel
+        if not worker.killed_hard:
+            worker.killed_hard = True
+            _killpg(worker.pid, signal.SIGKILL)
 
     def _finish(self, worker: _Worker, msg: dict) -> AttemptResult:
         _, attempt = worker.inflight.popleft()
@@ -399,16 +479,17 @@ class ProcessExecutor:
                                              error=self._death_error(worker, attempt, status),
                                              started=worker.head_wall or now, ended=now))
         if not self._closing:
-            self._spawn()
+            self._missing += 1
+            self._replenish()
 
     @staticmethod
     def _death_error(worker: _Worker, attempt: Attempt, status: int) -> TaskError:
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
         if worker.kill_reason == "protocol":
-            return TaskError("WorkerCrashed", "the task's worker sent an unexpected message "
-                             "(did the task fork and let the child return?); it was killed",
-                             exit_code=code, signal=sig)
+            return TaskError("WorkerCrashed", "the task wrote to dagrun's result pipe "
+                             f"(the worker's inherited fd; dagrun read {worker.protocol_detail}), "
+                             "so its worker was killed", exit_code=code, signal=sig)
         if worker.kill_reason == "timeout":
             how = ("SIGKILL after the grace period" if worker.killed_hard and attempt.timeout_grace
                    else "SIGKILL" if worker.killed_hard else "SIGTERM")
@@ -431,7 +512,10 @@ class ProcessExecutor:
 
     # ------------------------------------------------------------ cancellation
 
-    def cancel(self, grace: float) -> list[AttemptResult]:
+    def cancel(self, grace: float, force: bool = False) -> list[AttemptResult]:
+        if force:
+            self._kill_now()
+            return []
         now = time.monotonic()
         results: list[AttemptResult] = []
         for w in list(self._workers.values()):
@@ -444,12 +528,33 @@ class ProcessExecutor:
             results += self._wait(0.05)
         return results
 
-    def kill_now(self) -> None:
-        """Skip the grace of everything being stopped (a second Ctrl-C)."""
+    def _kill_now(self) -> None:
+        """Skip the grace of everything being stopped (a second Ctrl-C); only
+        signals, so a signal handler may call it while cancel() waits."""
         for w in self._workers.values():
             if w.kill_reason and not w.killed_hard:
                 w.killed_hard = True
                 _killpg(w.pid, signal.SIGKILL)
+
+
+def _result_message(body: bytes) -> dict:
+    """The worker's result as a dict whose fields have the types _finish reads."""
+    try:
+        msg = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise wire.FrameError("a frame whose body is not JSON") from None
+    if not isinstance(msg, dict):
+        raise wire.FrameError(f"a frame whose body is a JSON {type(msg).__name__}, not an object")
+    for key in ("started", "ended"):
+        if not isinstance(msg.get(key), (int, float)) or isinstance(msg[key], bool):
+            raise wire.FrameError(f"a result whose {key!r} is not a number")
+    error = msg.get("error")
+    if error is not None and not (
+            isinstance(error, dict) and all(isinstance(error.get(k, ""), str)
+                                            for k in ("type", "message", "traceback"))
+            and isinstance(error.get("types", []), list)):
+        raise wire.FrameError("a result whose 'error' is not an error")
+    return msg
 
 
 def _secs(value: float | None) -> str:

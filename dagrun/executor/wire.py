@@ -1,4 +1,12 @@
-"""Length-prefixed orjson frames over pipes between the parent and workers."""
+"""Length-prefixed orjson frames over pipes between the parent and workers.
+
+A frame is a 12-byte header (magic, message id, body length) and an orjson
+body. A task inherits its worker's result pipe and can write to it (a stray
+os.write on a number it thinks is its own file, or on purpose): the parent
+therefore checks each header as soon as it has one, before waiting for the
+body, so that bytes dagrun did not write are a protocol error at once and
+never a wait for a body that will not come.
+"""
 
 from __future__ import annotations
 
@@ -8,32 +16,55 @@ from typing import Any
 
 import orjson
 
-HEADER = struct.Struct(">I")
+HEADER = struct.Struct(">4sII")  # magic, message id, body length
+MAGIC = b"drn\x01"
+# One frame carries one task's output, which dagrun also holds in memory, writes
+# to the journal and hands to dependents: outputs near this size belong in files.
+# The cap bounds what a forged length can make the parent buffer (up to 4 GiB).
+MAX_FRAME = 1 << 30
 
 
-def encode(obj: Any) -> bytes:
-    body = orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
-    return HEADER.pack(len(body)) + body
+class FrameError(Exception):
+    """Bytes on a pipe that are not the frame dagrun expects there."""
 
 
-def encode_raw(body: bytes) -> bytes:
-    return HEADER.pack(len(body)) + body
+def encode(obj: Any, msg_id: int) -> bytes:
+    return encode_raw(orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS), msg_id)
 
 
-def split_frames(buf: bytearray) -> list[bytes]:
-    """Remove and return every complete frame body at the start of `buf`."""
-    out = []
-    pos = 0
-    n = len(buf)
-    while n - pos >= 4:
-        (size,) = HEADER.unpack_from(buf, pos)
-        if n - pos - 4 < size:
-            break
-        out.append(bytes(buf[pos + 4:pos + 4 + size]))
-        pos += 4 + size
-    if pos:
-        del buf[:pos]
-    return out
+def encode_raw(body: bytes, msg_id: int) -> bytes:
+    return HEADER.pack(MAGIC, msg_id, len(body)) + body
+
+
+def check_header(magic: bytes, msg_id: int, size: int, expected: int | None) -> None:
+    if magic != MAGIC:
+        raise FrameError("bytes that are not a dagrun frame")
+    if expected is None:
+        raise FrameError(f"a frame (id {msg_id}) while no task was running")
+    if msg_id != expected:
+        raise FrameError(f"a frame with id {msg_id} where {expected} was expected")
+    if size > MAX_FRAME:
+        raise FrameError(f"a frame of {size} bytes, over the {MAX_FRAME >> 20} MiB cap")
+
+
+def take_frame(buf: bytearray, expected: int | None) -> bytes | None:
+    """Remove and return the body of the frame at the start of `buf`, which must
+    be message `expected`; None while it is incomplete. FrameError as soon as
+    the header (or the part of it received) cannot be one dagrun wrote."""
+    if not buf:
+        return None
+    if len(buf) < HEADER.size:
+        if not MAGIC.startswith(bytes(buf[:len(MAGIC)])):
+            raise FrameError("bytes that are not a dagrun frame")
+        return None
+    magic, msg_id, size = HEADER.unpack_from(buf)
+    check_header(magic, msg_id, size, expected)
+    end = HEADER.size + size
+    if len(buf) < end:
+        return None
+    body = bytes(buf[HEADER.size:end])
+    del buf[:end]
+    return body
 
 
 def write_all(fd: int, data: bytes) -> None:

@@ -86,8 +86,15 @@ def sentinel_main(lifeline_fd: int, pgid: int) -> NoReturn:
         except OSError:
             pass
         signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # It shares the task's process group, so a task stopping "its helpers"
+        # with os.killpg(0, SIGTERM) (or a HUP to the group) signals it too: it
+        # must outlive everything but SIGKILL, which only dagrun's cleanup sends.
+        for sig in signal.valid_signals():
+            if sig not in (signal.SIGKILL, signal.SIGSTOP):
+                try:
+                    signal.signal(sig, signal.SIG_IGN)
+                except (OSError, ValueError):
+                    pass  # e.g. the realtime signals Python cannot name
         _close_fds_except({lifeline_fd})
         while True:
             try:
@@ -106,10 +113,10 @@ def _serve(req_fd: int, res_fd: int) -> None:
     functions: dict[str, Any] = {}
     me = os.getpid()
     while True:
-        header = wire.read_exact(req_fd, 4)
+        header = wire.read_exact(req_fd, wire.HEADER.size)
         if header is None:
             return  # the parent closed our pipe: retire
-        (size,) = wire.HEADER.unpack(header)
+        _, msg_id, size = wire.HEADER.unpack(header)
         body = wire.read_exact(req_fd, size)
         if body is None:
             return
@@ -117,7 +124,7 @@ def _serve(req_fd: int, res_fd: int) -> None:
         result, retire = _run_one(msg, functions, resolve)
         if os.getpid() != me:
             os._exit(0)  # a child the task forked came back here: it must not answer
-        wire.write_all(res_fd, wire.encode_raw(result))
+        wire.write_all(res_fd, wire.encode_raw(result, msg_id))
         if retire:
             return  # whatever the task leaked goes with this process; the parent forks anew
 

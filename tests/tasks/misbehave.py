@@ -8,6 +8,7 @@ import ctypes
 import os
 import re
 import signal
+import struct
 import subprocess
 import time
 
@@ -182,3 +183,48 @@ def surrogate_message():
 
 def noop():
     return None
+
+
+def _inherited_pipes_for_writing():
+    """The pipe fds (beyond stdio) this process may write to: its worker's result pipe."""
+    import fcntl
+
+    fds = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            is_pipe = fd > 2 and os.readlink(f"/proc/self/fd/{name}").startswith("pipe:")
+            writable = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY
+        except OSError:
+            continue
+        if is_pipe and writable:
+            fds.append(fd)
+    return fds
+
+
+_FRAMES = {
+    # The frame layout dagrun used to trust: a 4-byte length, then the body.
+    "not_json": lambda: struct.pack(">I", 9) + b"not json!",
+    "not_dict": lambda: struct.pack(">I", 6) + b"[1, 2]",
+    "huge_length": lambda: struct.pack(">I", 0xFFFFFFF0) + b"{",
+    "text": lambda: b"progress: 50%\n",
+}
+
+
+def write_to_worker_pipe(kind, counter=None, until=None):
+    """Writes a frame of `kind` to the worker's pipe, then returns 'ok'. With
+    `counter`/`until`: only while its attempt counter is below `until`."""
+    if counter is None or _bump(counter) < until:
+        for fd in _inherited_pipes_for_writing():
+            os.write(fd, _FRAMES[kind]())
+    return "ok"
+
+
+def killpg_own_group(pidfile):
+    """Stops "its helpers" with a SIGTERM to its whole process group, as shell
+    scripts do, after starting a child that ignores SIGTERM; then keeps running."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    proc = subprocess.Popen(["sleep", "45"])  # inherits the ignored SIGTERM
+    os.killpg(0, signal.SIGTERM)
+    _write(pidfile, str(proc.pid))
+    time.sleep(300)
