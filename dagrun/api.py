@@ -21,7 +21,8 @@ from dagrun.spec import DEFAULT_DURABILITY, DURABILITY_MODES, PipelineSpec, load
 
 if TYPE_CHECKING:
     from dagrun.dlq import Letter
-    from dagrun.scheduler import CancelToken, Reporter
+    from dagrun.report import QuietReporter as Reporter
+    from dagrun.scheduler import CancelToken
     from dagrun.store.repair import Repaired
     from dagrun.store.runs import RunInfo
 
@@ -176,8 +177,6 @@ def resume(
             # As `run` does: a task module that has gone (a deleted file, a moved
             # project) is one clear error, not every task failing its retries.
             check_callables(spec)
-        for line in repaired.lines:
-            reporter.message(line)
         settings = dict(info.meta["settings"])
         settings["durability"] = mode
         if deadline is not None:
@@ -196,7 +195,7 @@ def resume(
         plock = PipelineLock(state, spec.name)
         plock.hold_shared(run_id)
         return drive(info, spec, repaired.statuses, settings, reporter=reporter, lock=lock,
-                     unsettled_letters=repaired.unsettled_letters)
+                     unsettled_letters=repaired.unsettled_letters, notes=repaired.lines)
     finally:
         gc_pause.end()
         gc.unfreeze()  # a library caller's later collections see everything again
@@ -290,10 +289,12 @@ class _GcPause:
 
 def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | None,
           settings: dict[str, Any], *, reporter: Reporter | None = None,
-          lock: Any = None, unsettled_letters: set[str] | None = None) -> RunResult:
+          lock: Any = None, unsettled_letters: set[str] | None = None,
+          notes: list[str] | None = None) -> RunResult:
     """Lock the run (unless `lock`, already held, is given) and execute the
     scheduler loop on it: shared by run and resume."""
     from dagrun.callables import add_import_path
+    from dagrun.events import EventBus
     from dagrun.executor.base import backend_class
     from dagrun.report import QuietReporter
     from dagrun.scheduler import CancelToken, Scheduler
@@ -313,22 +314,23 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
         token = CancelToken()
         if statuses is None:
             statuses = {tid: TaskStatus() for tid in spec.tasks}
-        reporter = reporter or QuietReporter()
-        hooks = fault_hooks(info, spec, statuses, notify=reporter.message,
-                            unsettled_letters=unsettled_letters)
+        bus = EventBus([reporter or QuietReporter()])
+        office = _settle_letters(info, spec, statuses, unsettled_letters or set())
+        bus.add(office)
+        gate = breaker_gate(info, spec, notify=bus.note)
         try:
             with _signals_to(token, executor):
                 executor.start()
                 try:
                     scheduler = Scheduler(
-                        spec, info.run_id, journal, executor, reporter,
+                        spec, info.run_id, journal, executor, bus,
                         statuses=statuses, cancel=token,
                         deadline=settings.get("deadline") or None,  # 0: none
-                        hooks=hooks)
+                        gate=gate, notes=notes)
                     try:
                         return scheduler.run()
                     except BaseException:
-                        getattr(reporter, "abort", lambda: None)()  # e.g. a full disk
+                        bus.abort()  # e.g. a full disk: the live display lets go
                         raise
                 finally:
                     executor.shutdown()
@@ -339,18 +341,13 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
             lock.release()
 
 
-def fault_hooks(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus],
-                notify: Any = None, unsettled_letters: set[str] | None = None) -> Any:
-    """The dead-letter queue and circuit breakers, as scheduler hooks."""
+def breaker_gate(info: RunInfo, spec: PipelineSpec, notify: Any = None) -> Any:
+    """The circuit breakers guarding the spec's tasks, as the scheduler's gate."""
     from dagrun.breaker import BreakerGate, BreakerStore
-    from dagrun.scheduler import SchedulerHooks
 
-    office = _settle_letters(info, spec, statuses, unsettled_letters or set())
-    gate = None
-    if any(t.breaker for t in spec.tasks.values()):
-        gate = BreakerGate(spec, BreakerStore(_state_root(info)), notify=notify)
-    return SchedulerHooks(on_dead_letter=office.on_dead_letter,
-                          on_completed=office.on_completed, gate=gate)
+    if not any(t.breaker for t in spec.tasks.values()):
+        return None
+    return BreakerGate(spec, BreakerStore(_state_root(info)), notify=notify)
 
 
 @contextmanager
