@@ -31,12 +31,12 @@ DEFAULT_STATE_DIR = ".dagrun"
 
 def load(spec: Any) -> PipelineSpec:
     """A PipelineSpec from a path, a PipelineSpec or a Pipeline builder (not checked)."""
-    from dagrun.pipeline import Pipeline
-
     if isinstance(spec, PipelineSpec):
         return spec
-    if isinstance(spec, Pipeline):
-        return spec.to_spec()
+    if callable(getattr(spec, "to_spec", None)):  # a Pipeline (which imports this module)
+        result = spec.to_spec()
+        if isinstance(result, PipelineSpec):
+            return result
     if isinstance(spec, (str, os.PathLike)):
         return load_spec(spec)
     raise UsageError(f"expected a spec path, PipelineSpec or Pipeline, got {type(spec).__name__}")
