@@ -22,7 +22,8 @@ from dagrun.spec import DEFAULT_DURABILITY, DURABILITY_MODES, PipelineSpec, load
 if TYPE_CHECKING:
     from dagrun.dlq import Letter
     from dagrun.executor.base import Executor
-    from dagrun.scheduler import CancelToken, Reporter
+    from dagrun.report import QuietReporter as Reporter
+    from dagrun.scheduler import CancelToken
     from dagrun.store.repair import Repaired
     from dagrun.store.runs import RunInfo
 
@@ -31,12 +32,12 @@ DEFAULT_STATE_DIR = ".dagrun"
 
 def load(spec: Any) -> PipelineSpec:
     """A PipelineSpec from a path, a PipelineSpec or a Pipeline builder (not checked)."""
-    from dagrun.pipeline import Pipeline
-
     if isinstance(spec, PipelineSpec):
         return spec
-    if isinstance(spec, Pipeline):
-        return spec.to_spec()
+    if callable(getattr(spec, "to_spec", None)):  # a Pipeline (which imports this module)
+        result = spec.to_spec()
+        if isinstance(result, PipelineSpec):
+            return result
     if isinstance(spec, (str, os.PathLike)):
         return load_spec(spec)
     raise UsageError(f"expected a spec path, PipelineSpec or Pipeline, got {type(spec).__name__}")
@@ -187,8 +188,6 @@ def resume(
             # As `run` does: a task module that has gone (a deleted file, a moved
             # project) is one clear error, not every task failing its retries.
             check_callables(spec)
-        for line in repaired.lines:
-            reporter.message(line)
         settings = dict(info.meta["settings"])
         settings["durability"] = mode
         if deadline is not None:
@@ -205,7 +204,8 @@ def resume(
         plock = PipelineLock(state, spec.name)
         plock.hold_shared(run_id)
         return drive(info, spec, repaired.statuses, settings, reporter=reporter, lock=lock,
-                     unsettled_letters=repaired.unsettled_letters, heads=repaired.heads)
+                     unsettled_letters=repaired.unsettled_letters, heads=repaired.heads,
+                     notes=repaired.lines)
     finally:
         gc_pause.end()
         gc.unfreeze()  # a library caller's later collections see everything again
@@ -310,10 +310,11 @@ class _GcPause:
 def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | None,
           settings: dict[str, Any], *, reporter: Reporter | None = None,
           lock: Any = None, unsettled_letters: set[str] | None = None,
-          heads: dict[str, str] | None = None) -> RunResult:
+          heads: dict[str, str] | None = None, notes: list[str] | None = None) -> RunResult:
     """Lock the run (unless `lock`, already held, is given) and execute the
     scheduler loop on it: shared by run and resume."""
     from dagrun.callables import add_import_paths
+    from dagrun.events import EventBus
     from dagrun.executor.base import create
     from dagrun.report import QuietReporter, guarded
     from dagrun.scheduler import CancelToken, Scheduler
@@ -332,26 +333,28 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
         token = CancelToken()
         if statuses is None:
             statuses = {tid: TaskStatus() for tid in spec.tasks}
-        reporter = guarded(reporter or QuietReporter())  # a broken stderr never stops a run
-        hooks = fault_hooks(info, spec, statuses, notify=reporter.message,
-                            unsettled_letters=unsettled_letters)
+        # A broken stderr switches the display off; it never stops a run.
+        bus = EventBus([guarded(reporter or QuietReporter())])
+        office = _settle_letters(info, spec, statuses, unsettled_letters or set())
+        bus.add(office)
+        gate = breaker_gate(info, spec, notify=bus.note)
         try:
             executor = create(settings.get("executor") or "local", {
                 "workers": settings["workers"], "base_dir": spec.base_dir,
                 "max_tasks_per_worker": spec.max_tasks_per_worker,
-                "notify": reporter.message})
+                "notify": bus.note})
             try:
                 with _signals_to(token, executor):
                     executor.start()
                     scheduler = Scheduler(
-                        spec, info.run_id, journal, executor, reporter,
+                        spec, info.run_id, journal, executor, bus,
                         statuses=statuses, cancel=token,
                         deadline=settings.get("deadline") or None,  # 0: none
-                        hooks=hooks)
+                        gate=gate, notes=notes)
                     try:
                         return scheduler.run()
                     except BaseException:
-                        getattr(reporter, "abort", lambda: None)()  # e.g. a full disk
+                        bus.abort()  # e.g. a full disk: the live display lets go
                         raise
             finally:
                 executor.shutdown()
@@ -362,18 +365,13 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
             lock.release()
 
 
-def fault_hooks(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus],
-                notify: Any = None, unsettled_letters: set[str] | None = None) -> Any:
-    """The dead-letter queue and circuit breakers, as scheduler hooks."""
+def breaker_gate(info: RunInfo, spec: PipelineSpec, notify: Any = None) -> Any:
+    """The circuit breakers guarding the spec's tasks, as the scheduler's gate."""
     from dagrun.breaker import BreakerGate, BreakerStore
-    from dagrun.scheduler import SchedulerHooks
 
-    office = _settle_letters(info, spec, statuses, unsettled_letters or set())
-    gate = None
-    if any(t.breaker for t in spec.tasks.values()):
-        gate = BreakerGate(spec, BreakerStore(_state_root(info)), notify=notify)
-    return SchedulerHooks(on_dead_letter=office.on_dead_letter,
-                          on_completed=office.on_completed, gate=gate)
+    if not any(t.breaker for t in spec.tasks.values()):
+        return None
+    return BreakerGate(spec, BreakerStore(_state_root(info)), notify=notify)
 
 
 @contextmanager

@@ -160,7 +160,7 @@ class BreakerStore:
 
 
 class BreakerGate:
-    """The scheduler's view of the breakers (SchedulerHooks.gate).
+    """The scheduler's view of the breakers (the Scheduler's gate).
 
     The scheduler asks admit() before starting a guarded task; a refused task is
     held here, in a per-breaker heap by the time it was first held. due() is

@@ -5,11 +5,11 @@
 A letter holds the run id, the task id, every attempt (start, end, error type,
 message, traceback, exit code or signal), the final error and a digest of the
 task's inputs (its kwargs merged with its upstream outputs), so that "the same
-task with the same inputs" can be recognised. Letters are written through the
-scheduler's on_dead_letter hook, *after* the journal record that dead-letters
-the task; a letter missing because dagrun died in between is written when the
-run is next driven (reconcile). A task of the run that completes later (`dlq
-retry`, `resume`) has its letter removed.
+task with the same inputs" can be recognised. Letters are written by the
+DeadLetterOffice, a listener on the run's event stream (events.py), so *after*
+the journal record that dead-letters the task; a letter missing because dagrun
+died in between is written when the run is next driven (reconcile). A task of
+the run that completes later (`dlq retry`, `resume`) has its letter removed.
 
 A letter that fails its checksum is ignored (and listed as corrupt by
 `dlq list`), never a crash.
@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from dagrun.errors import StateIOError, UsageError
+from dagrun.events import Event, TaskChanged
 from dagrun.model import TaskError, TaskState, TaskStatus
 from dagrun.spec import PipelineSpec
 from dagrun.store.fs import describe_os_error, make_private_dir, read_state_file, write_atomic_raw
@@ -200,7 +201,9 @@ class DeadLetterQueue:
 
 
 class DeadLetterOffice:
-    """The scheduler hooks of one run: write letters, remove them on success."""
+    """A listener of one run: writes letters, removes them on success."""
+
+    name = "dead-letter office"
 
     def __init__(self, queue: DeadLetterQueue, run_id: str, spec: PipelineSpec,
                  statuses: Mapping[str, TaskStatus]) -> None:
@@ -225,6 +228,13 @@ class DeadLetterOffice:
             st = self.statuses.get(tid)
             if st is not None and st.state == TaskState.COMPLETED:
                 self.on_completed(tid, st)
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, TaskChanged):
+            if event.new == TaskState.DEAD_LETTERED:
+                self.on_dead_letter(event.task_id, self.statuses[event.task_id])
+            elif event.new == TaskState.COMPLETED:
+                self.on_completed(event.task_id, self.statuses[event.task_id])
 
     def on_dead_letter(self, tid: str, st: TaskStatus) -> None:
         t = self.spec.tasks[tid]

@@ -26,7 +26,6 @@ class RunStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
-    RUNNING = "running"
 
 
 @dataclass(frozen=True, slots=True)

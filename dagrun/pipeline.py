@@ -1,9 +1,9 @@
 """Building a pipeline in Python instead of a spec file.
 
     from dagrun import Pipeline
-    p = Pipeline("nightly", workers=4)
+    p = Pipeline("nightly", workers=4, base_dir="pipelines")  # where etl.py lives
     p.task("extract", "etl:extract", kwargs={"day": "2026-11-27"})
-    p.task("load", "etl:load", deps=["extract"], inputs={"rows": "extract"})
+    p.task("clean", "etl:clean", inputs={"raw": "extract"})  # an input implies the dep
     result = p.run(state_dir=".dagrun")
 """
 

@@ -5,9 +5,11 @@
 - PlainReporter: one line per task event, no colour or animation (not a TTY,
   NO_COLOR, cron).
 - QuietReporter: warnings only (used with --json off a TTY).
-All of them write to stderr: stdout carries only --json output. `guarded()`
-wraps any of them so that a stream that breaks (`2>&1 | head`, a closed
-terminal, `2>&-`) switches the display off instead of stopping the run.
+All of them write to stderr: stdout carries only --json output. They are
+listeners on the run's event stream (events.py): on_event() turns each event
+into the method that shows it. `guarded()` wraps any of them so that a stream
+that breaks (`2>&1 | head`, a closed terminal, `2>&-`) switches the display
+off, silently (there is nowhere left to say so), instead of stopping the run.
 """
 
 from __future__ import annotations
@@ -18,25 +20,42 @@ import time
 from collections.abc import Mapping
 from typing import IO, Any
 
+from dagrun.events import Event, Note, RunFinished, RunStarted, TaskChanged
 from dagrun.model import RunResult, TaskState, TaskStatus
 from dagrun.spec import PipelineSpec
 
 _DONE = {TaskState.COMPLETED, TaskState.DEAD_LETTERED, TaskState.SKIPPED, TaskState.CANCELLED}
+_SHOWN = _DONE | {TaskState.RETRYING}
 
 
 class QuietReporter:
-    tick_interval: float | None = None
+    name = "progress display"
 
     def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream or sys.stderr  # None when started with stderr closed
 
-    def start(self, run_id: str, spec: PipelineSpec, statuses: Mapping[str, TaskStatus]) -> None:
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, TaskChanged):
+            if event.new == TaskState.RUNNING:
+                self.task_started(event.task_id, event.attempt or event.attempts)
+            elif event.new in _SHOWN and not (
+                    event.new == TaskState.CANCELLED and event.old != TaskState.RUNNING):
+                # A stop's cancelled *pending* tasks are told once, in the summary.
+                self.task_finished(event.task_id, event)
+        elif isinstance(event, Note):
+            self.message(event.text)
+        elif isinstance(event, RunStarted):
+            self.start(event.run_id, event.spec, event.states)
+        elif isinstance(event, RunFinished):
+            self.finish(event.result)
+
+    def start(self, run_id: str, spec: PipelineSpec, states: Mapping[str, Any]) -> None:
         pass
 
     def task_started(self, task_id: str, attempt: int) -> None:
         pass
 
-    def task_finished(self, task_id: str, status: TaskStatus) -> None:
+    def task_finished(self, task_id: str, change: TaskChanged) -> None:
         pass
 
     def message(self, text: str) -> None:
@@ -55,21 +74,21 @@ class QuietReporter:
 
 
 class PlainReporter(QuietReporter):
-    def start(self, run_id: str, spec: PipelineSpec, statuses: Mapping[str, TaskStatus]) -> None:
-        self.total = len(statuses)
-        self.done = sum(1 for s in statuses.values() if s.state in _DONE)
+    def start(self, run_id: str, spec: PipelineSpec, states: Mapping[str, Any]) -> None:
+        self.total = len(states)
+        self.done = sum(1 for s in states.values() if _state(s) in _DONE)
         self.t0 = time.monotonic()
         print(f"dagrun: run {run_id} of {spec.name}: {self.total} tasks", file=self.stream,
               flush=True)
 
-    def task_finished(self, task_id: str, status: TaskStatus) -> None:
-        if status.state in _DONE:
+    def task_finished(self, task_id: str, change: TaskChanged) -> None:
+        if change.new in _DONE:
             self.done += 1
-        line = f"[{self.done}/{self.total}] {task_id} {status.state.value}"
-        if status.state in (TaskState.DEAD_LETTERED, TaskState.RETRYING) and status.error:
-            line += f" (attempt {status.attempts}): {status.error.summary()}"
-        elif status.state == TaskState.SKIPPED:
-            line += f" (upstream {status.reason} failed)"
+        line = f"[{self.done}/{self.total}] {task_id} {change.new.value}"
+        if change.new in (TaskState.DEAD_LETTERED, TaskState.RETRYING) and change.error:
+            line += f" (attempt {change.attempts}): {change.error.summary()}"
+        elif change.new == TaskState.SKIPPED:
+            line += f" (upstream {change.reason} failed)"
         print(line, file=self.stream, flush=True)
 
     def finish(self, result: RunResult) -> None:
@@ -77,13 +96,11 @@ class PlainReporter(QuietReporter):
 
 
 class LiveReporter(PlainReporter):
-    tick_interval = 0.1
-
-    def start(self, run_id: str, spec: PipelineSpec, statuses: Mapping[str, TaskStatus]) -> None:
+    def start(self, run_id: str, spec: PipelineSpec, states: Mapping[str, Any]) -> None:
         from rich.console import Console
         from rich.live import Live
 
-        super().start(run_id, spec, statuses)
+        super().start(run_id, spec, states)
         self.run_id = run_id
         self.name = spec.name
         self.running: dict[str, int] = {}
@@ -115,15 +132,15 @@ class LiveReporter(PlainReporter):
     def task_started(self, task_id: str, attempt: int) -> None:
         self.running[task_id] = attempt
 
-    def task_finished(self, task_id: str, status: TaskStatus) -> None:
+    def task_finished(self, task_id: str, change: TaskChanged) -> None:
         self.running.pop(task_id, None)
-        if status.state in _DONE:
+        if change.new in _DONE:
             self.done += 1
-        if status.state in (TaskState.DEAD_LETTERED, TaskState.RETRYING):
+        if change.new in (TaskState.DEAD_LETTERED, TaskState.RETRYING):
             self.failures += 1
             self.live.console.print(
-                f"[red]✗[/red] {task_id} {status.state.value}: "
-                f"{status.error.summary() if status.error else ''}", markup=True,
+                f"[red]✗[/red] {task_id} {change.new.value}: "
+                f"{change.error.summary() if change.error else ''}", markup=True,
                 highlight=False)
 
     def message(self, text: str) -> None:
@@ -158,9 +175,12 @@ class Guarded:
         self.off = getattr(inner, "stream", sys.stderr) is None
         self.finished = False
 
-    @property
-    def tick_interval(self) -> float | None:
-        return None if self.off else self.inner.tick_interval
+    name = "progress display"
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, RunFinished):
+            self.finished = True  # first: the result is decided even if the display fails
+        self._call("on_event", event)
 
     def _call(self, method: str, *args: Any) -> None:
         if self.off:
@@ -170,14 +190,14 @@ class Guarded:
         except OSError:  # EPIPE, EBADF, EIO of a hung-up terminal, a full disk
             self.off = True
 
-    def start(self, run_id: str, spec: PipelineSpec, statuses: Mapping[str, TaskStatus]) -> None:
-        self._call("start", run_id, spec, statuses)
+    def start(self, run_id: str, spec: PipelineSpec, states: Mapping[str, Any]) -> None:
+        self._call("start", run_id, spec, states)
 
     def task_started(self, task_id: str, attempt: int) -> None:
         self._call("task_started", task_id, attempt)
 
-    def task_finished(self, task_id: str, status: TaskStatus) -> None:
-        self._call("task_finished", task_id, status)
+    def task_finished(self, task_id: str, change: TaskChanged) -> None:
+        self._call("task_finished", task_id, change)
 
     def message(self, text: str) -> None:
         self._call("message", text)
@@ -195,6 +215,10 @@ class Guarded:
 
 def guarded(reporter: Any) -> Guarded:
     return reporter if isinstance(reporter, Guarded) else Guarded(reporter)
+
+
+def _state(s: Any) -> Any:
+    return s.state if isinstance(s, TaskStatus) else s
 
 
 def choose_reporter(json_mode: bool, stream: IO[str] | None = None) -> Guarded:

@@ -18,6 +18,13 @@ Outline of Scheduler.run():
                   journal append, *then* release dependents
     append the run's final record; return the RunResult
 
+Every state change goes through one method, _transition(): it checks the move
+against the table in transitions.py, updates the task's status, builds its
+journal record and queues one TaskChanged event. _commit() appends the queued
+records in one write and only then emits the events (events.py), so the
+display, the dead-letter office and every other listener see only what is on
+disk.
+
 Costs are per event, not per task: the ready set is a heap, dependency counts
 are decremented as upstreams complete, and records are appended, never
 re-read.
@@ -30,9 +37,9 @@ import itertools
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
+from dagrun.events import EventBus, Note, RunFinished, RunStarted, TaskChanged, TaskHeld
 from dagrun.executor.base import Executor, clamp_wait
 from dagrun.graph import dependents_map
 from dagrun.model import (
@@ -50,18 +57,12 @@ from dagrun.retry import retry_delay, should_retry
 from dagrun.spec import PipelineSpec
 from dagrun.store.journal import Journal
 from dagrun.store.records import RUN_FORMAT
+from dagrun.transitions import check as check_transition
 
-
-class Reporter(Protocol):
-    tick_interval: float | None
-
-    def start(self, run_id: str, spec: PipelineSpec,
-              statuses: Mapping[str, TaskStatus]) -> None: ...
-    def task_started(self, task_id: str, attempt: int) -> None: ...
-    def task_finished(self, task_id: str, status: TaskStatus) -> None: ...
-    def message(self, text: str) -> None: ...
-    def tick(self) -> None: ...
-    def finish(self, result: RunResult) -> None: ...
+# The longest the loop sleeps with nothing to do, so that listeners that show
+# time passing (the live display's clock, a metrics file) refresh without a
+# thread of their own; 4 wake-ups a second cost nothing measurable.
+LISTENER_TICK = 0.25
 
 
 class CancelToken:
@@ -88,15 +89,6 @@ class Gate(Protocol):
     def holding(self) -> bool: ...
 
 
-@dataclass
-class SchedulerHooks:
-    """Extension points for policies living outside the loop (DLQ, breakers)."""
-
-    on_dead_letter: Callable[[str, TaskStatus], None] | None = None
-    on_completed: Callable[[str, TaskStatus], None] | None = None
-    gate: Gate | None = None
-
-
 class Scheduler:
     def __init__(
         self,
@@ -104,41 +96,80 @@ class Scheduler:
         run_id: str,
         journal: Journal,
         executor: Executor,
-        reporter: Reporter,
+        bus: EventBus,
         *,
         statuses: dict[str, TaskStatus] | None = None,
         cancel: CancelToken | None = None,
         deadline: float | None = None,  # seconds of run time allowed, from now
         cancel_grace: float | None = None,  # None: the running tasks' timeout_grace
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic,  # timers, deadline
+        wall: Callable[[], float] = time.time,  # what records say; retry_at
         rng: random.Random | None = None,
-        hooks: SchedulerHooks | None = None,
+        gate: Gate | None = None,
+        notes: list[str] | None = None,  # shown once the run has started (repairs)
     ) -> None:
         self.spec = spec
         self.run_id = run_id
         self.journal = journal
         self.executor = executor
-        self.reporter = reporter
+        self.bus = bus
         self.status = statuses or {tid: TaskStatus() for tid in spec.tasks}
         self.cancel = cancel or CancelToken()
         self.clock = clock
+        self.wall = wall
         self.deadline_at = None if deadline is None else clock() + deadline
         self.cancel_grace = cancel_grace
         self.rng = rng or random.Random()
-        self.hooks = hooks or SchedulerHooks()
+        self.gate = gate
+        self.notes = notes or []
         self.dependents = dependents_map(spec.tasks)
         self.waiting: dict[str, int] = {}
         self.ready: list[tuple[int, int, str]] = []
         self.timers: list[tuple[float, int, str]] = []
         self.running = 0
         self._seq = itertools.count()
+        self._records: list[dict[str, Any]] = []
+        self._events: list[TaskChanged] = []
+
+    # ------------------------------------------------------------ transitions
+
+    def _transition(self, tid: str, new: TaskState, *, attempt: dict[str, Any] | None = None,
+                    number: int | None = None, **fields: Any) -> None:
+        """The one place a task's state changes: check the move, apply it and its
+        fields to the task's status, queue its journal record and its event
+        (both reach the journal and the listeners at the next _commit)."""
+        st = self.status[tid]
+        old = st.state
+        check_transition(tid, old, new)
+        st.state = new
+        for name, value in fields.items():
+            setattr(st, name, value)
+        self._records.append(self._record(
+            tid, attempt=attempt, output="output" in fields,
+            number=number if new == TaskState.RUNNING else None))
+        if number is None and attempt is not None:
+            number = attempt.get("attempt")
+        self._events.append(TaskChanged(
+            tid, old, new, st.attempts, number,
+            st.error if new not in (TaskState.COMPLETED, TaskState.PENDING) else None,
+            st.reason if new in (TaskState.SKIPPED, TaskState.CANCELLED) else None,
+            self._records[-1]["at"]))
+
+    def _commit(self, *, sync: bool = True) -> None:
+        """Append the queued records in one write, *then* tell the listeners."""
+        if self._records:
+            records, self._records = self._records, []
+            self.journal.append(records, sync=sync)
+        if self._events:
+            events, self._events = self._events, []
+            for event in events:
+                self.bus.emit(event)
 
     # ------------------------------------------------------------ set-up
 
-    def _prepare(self) -> list[dict[str, Any]]:
+    def _prepare(self) -> None:
         """Dependency counts and the ready heap from the current states; skips
         the descendants of tasks already dead-lettered or skipped."""
-        records: list[dict[str, Any]] = []
         tasks = self.spec.tasks
         blocked: list[str] = []
         for tid, t in tasks.items():
@@ -147,22 +178,22 @@ class Scheduler:
                 if st.state in (TaskState.DEAD_LETTERED, TaskState.SKIPPED):
                     blocked.append(tid)
                 continue
-            st.state = TaskState.PENDING
+            if st.state != TaskState.PENDING:
+                self._transition(tid, TaskState.PENDING)
             self.waiting[tid] = sum(
                 1 for d in t.deps if self.status[d].state != TaskState.COMPLETED)
         for tid in blocked:
-            records += self._skip_descendants(tid)
-        now, wall = self.clock(), time.time()
+            self._skip_descendants(tid)
+        now, wall = self.clock(), self.wall()
         for tid, n in self.waiting.items():
             st = self.status[tid]
             if n == 0 and st.state == TaskState.PENDING:
                 if st.retry_at is not None and st.retry_at > wall:
                     # A retry delay a crash cut short is waited out, not skipped.
-                    st.state = TaskState.RETRYING
+                    self._transition(tid, TaskState.RETRYING)
                     heapq.heappush(self.timers, (now + st.retry_at - wall, next(self._seq), tid))
                 else:
                     self._push_ready(tid)
-        return records
 
     def _push_ready(self, tid: str) -> None:
         heapq.heappush(self.ready, (-self.spec.tasks[tid].priority, next(self._seq), tid))
@@ -170,8 +201,12 @@ class Scheduler:
     # ------------------------------------------------------------ the loop
 
     def run(self) -> RunResult:
-        self.reporter.start(self.run_id, self.spec, self.status)
-        self.journal.append(self._prepare())
+        for line in self.notes:
+            self.bus.emit(Note(line, "repair"))
+        self.bus.emit(RunStarted(self.run_id, self.spec,
+                                 {tid: st.state for tid, st in self.status.items()}))
+        self._prepare()
+        self._commit()
         while True:
             now = self.clock()
             if self.deadline_at is not None and now >= self.deadline_at:
@@ -181,41 +216,39 @@ class Scheduler:
                 break
             while self.timers and self.timers[0][0] <= now:
                 _, _, tid = heapq.heappop(self.timers)
-                self.status[tid].state = TaskState.PENDING
-                self.status[tid].retry_at = None
+                self._transition(tid, TaskState.PENDING, retry_at=None)
                 self._push_ready(tid)
-            if self.hooks.gate is not None:
-                self._gate_due(self.hooks.gate)
+            if self.gate is not None:
+                self._gate_due(self.gate)
             self._dispatch()
             if not self.running and not self.ready and not self.timers and not (
-                    self.hooks.gate is not None and self.hooks.gate.holding()):
+                    self.gate is not None and self.gate.holding()):
                 break
             results = self.executor.poll(self._wait_time(now))
             if results:
                 self._handle(results)
             self.journal.tick()
-            self.reporter.tick()
+            self.bus.tick(now)
         result = self.result()
         self.journal.append([{"v": RUN_FORMAT, "kind": "run", "status": result.status,
-                              "reason": self.cancel.reason, "at": time.time()}])
-        self.reporter.finish(result)
+                              "reason": self.cancel.reason, "at": self.wall()}])
+        self.bus.emit(RunFinished(result))
         return result
 
     def _wait_time(self, now: float) -> float | None:
-        waits = [self.reporter.tick_interval]
+        waits: list[float | None] = [LISTENER_TICK]
         if self.timers:
             waits.append(self.timers[0][0] - now)
         if self.deadline_at is not None:
             waits.append(self.deadline_at - now)
-        if self.hooks.gate is not None:
-            waits.append(self.hooks.gate.wait_time())
+        if self.gate is not None:
+            waits.append(self.gate.wait_time())
         waits.append(self.journal.sync_due_in())
         finite = [max(0.0, w) for w in waits if w is not None]
         return clamp_wait(min(finite)) if finite else None  # epoll overflows at ~24.8 d
 
     def _dispatch(self) -> None:
         batch: list[Attempt] = []
-        records: list[dict[str, Any]] = []
         free = self.executor.free_slots()
         tasks = self.spec.tasks
         while free > 0 and self.ready:
@@ -223,42 +256,39 @@ class Scheduler:
             st = self.status[tid]
             if st.state != TaskState.PENDING:
                 continue
-            if self.hooks.gate is not None and not self.hooks.gate.admit(tid):
-                continue  # held (e.g. its circuit is open): no attempt, no worker
+            if self.gate is not None and not self.gate.admit(tid):
+                # Held (e.g. its circuit is open): no attempt, no worker.
+                self.bus.emit(TaskHeld(tid, tasks[tid].breaker or ""))
+                continue
             t = tasks[tid]
-            st.state = TaskState.RUNNING
-            st.attempts += 1
             # The attempt's ordinal over the task's whole life: after a fresh
             # retry budget (dlq retry) or an attempt cut short by a crash (its
             # `running` record holds the number) it keeps counting, so run id +
             # attempt stays unique for idempotency keys.
-            st.ordinal = max(st.attempts, len(st.history) + 1, st.ordinal + 1)
+            number = max(st.attempts + 1, len(st.history) + 1, st.ordinal + 1)
+            self._transition(tid, TaskState.RUNNING, number=number, attempts=st.attempts + 1,
+                             ordinal=number)
             kwargs = dict(t.kwargs)
             for param, upstream in t.inputs.items():
                 kwargs[param] = self.status[upstream].output
             batch.append(Attempt(
-                run_id=self.run_id, task_id=tid, number=st.ordinal, call=t.call,
+                run_id=self.run_id, task_id=tid, number=number, call=t.call,
                 kwargs=kwargs, timeout=t.timeout, timeout_grace=t.timeout_grace,
                 memory_limit=t.memory_limit))
-            records.append(self._record(tid, number=st.ordinal))
             free -= 1
-        if not batch:
-            return
-        # Written before the tasks start; in durable mode not synced on its own
-        # (see store/journal.py: a lost `running` record changes nothing).
-        self.journal.append(records, sync=False)
+        # Written before the tasks start (the timers' `pending` records with
+        # them); in durable mode not synced on its own (see store/journal.py:
+        # a lost `running` record changes nothing).
+        self._commit(sync=False)
         for attempt in batch:
             self.executor.submit(attempt)
             self.running += 1
-            self.reporter.task_started(attempt.task_id, attempt.number)
 
     # ------------------------------------------------------------ results
 
     def _handle(self, results: list[AttemptResult]) -> None:
-        records: list[dict[str, Any]] = []
         released: list[str] = []
         requeue: list[str] = []
-        finished: list[str] = []
         dead: list[str] = []
         now = self.clock()
         for r in results:
@@ -266,52 +296,40 @@ class Scheduler:
             tid = r.task_id
             st = self.status[tid]
             t = self.spec.tasks[tid]
-            if self.hooks.gate is not None:
-                self.hooks.gate.settle(r)
+            if self.gate is not None:
+                self.gate.settle(r)
             if r.cancelled:
                 # Cut short by dagrun itself: does not count against the retries.
-                st.attempts -= 1
                 if self.cancel.reason:
-                    st.state = TaskState.CANCELLED
-                    st.reason = f"cancelled ({self.cancel.reason})"
-                    finished.append(tid)
+                    self._transition(tid, TaskState.CANCELLED, number=r.number,
+                                     attempts=st.attempts - 1,
+                                     reason=f"cancelled ({self.cancel.reason})")
                 else:
-                    st.state = TaskState.PENDING
+                    self._transition(tid, TaskState.PENDING, number=r.number,
+                                     attempts=st.attempts - 1)
                     requeue.append(tid)
-                records.append(self._record(tid))
                 continue
-            st.history.append({"attempt": r.number, "started": r.started, "ended": r.ended,
-                               "error": r.error.to_dict() if r.error else None})
+            entry = {"attempt": r.number, "started": r.started, "ended": r.ended,
+                     "error": r.error.to_dict() if r.error else None}
+            st.history.append(entry)
             if r.error is None:
-                st.state = TaskState.COMPLETED
-                st.output = r.output
-                st.error = None
+                self._transition(tid, TaskState.COMPLETED, attempt=entry, output=r.output,
+                                 error=None)
                 released.append(tid)
             elif should_retry(t.retry, r.error.all_types, st.attempts):
-                st.state = TaskState.RETRYING
-                st.error = r.error
                 delay = retry_delay(t.retry, st.attempts, self.rng)
-                st.retry_at = time.time() + delay
+                self._transition(tid, TaskState.RETRYING, attempt=entry, error=r.error,
+                                 retry_at=self.wall() + delay)
                 heapq.heappush(self.timers, (now + delay, next(self._seq), tid))
             else:
-                st.state = TaskState.DEAD_LETTERED
-                st.error = r.error
+                self._transition(tid, TaskState.DEAD_LETTERED, attempt=entry, error=r.error)
                 dead.append(tid)
-            records.append(self._record(tid, attempt=st.history[-1], output=r.error is None))
-            finished.append(tid)
         for tid in dead:
-            records += self._skip_descendants(tid)
-        self.journal.append(records)  # durable before anything acts on it
-        for tid in finished:
-            self.reporter.task_finished(tid, self.status[tid])
-        for tid in dead:
-            if self.hooks.on_dead_letter:
-                self.hooks.on_dead_letter(tid, self.status[tid])
+            self._skip_descendants(tid)
+        self._commit()  # durable before anything acts on it
         for tid in requeue:
             self._push_ready(tid)
         for tid in released:
-            if self.hooks.on_completed:
-                self.hooks.on_completed(tid, self.status[tid])
             for child in self.dependents[tid]:
                 if child not in self.waiting:
                     # Already final: a completed task re-run on resume (its own
@@ -331,54 +349,38 @@ class Scheduler:
                 self._push_ready(tid)
         if not expired:
             return
-        records: list[dict[str, Any]] = []
         for tid, error in expired:
-            st = self.status[tid]
-            st.state = TaskState.DEAD_LETTERED
-            st.error = error
-            records.append(self._record(tid))
+            self._transition(tid, TaskState.DEAD_LETTERED, error=error)
         for tid, _ in expired:
-            records += self._skip_descendants(tid)
-        self.journal.append(records)
-        for tid, _ in expired:
-            self.reporter.task_finished(tid, self.status[tid])
-            if self.hooks.on_dead_letter:
-                self.hooks.on_dead_letter(tid, self.status[tid])
+            self._skip_descendants(tid)
+        self._commit()
 
-    def _skip_descendants(self, failed: str) -> list[dict[str, Any]]:
-        records = []
+    def _skip_descendants(self, failed: str) -> None:
         stack = [failed]
         cause = failed if self.status[failed].state == TaskState.DEAD_LETTERED else (
             self.status[failed].reason or failed)
         while stack:
             for child in self.dependents[stack.pop()]:
-                st = self.status[child]
-                if st.state in FINAL_STATES:
+                if self.status[child].state in FINAL_STATES:
                     continue
-                st.state = TaskState.SKIPPED
-                st.reason = cause
-                records.append(self._record(child))
-                self.reporter.task_finished(child, st)
+                self._transition(child, TaskState.SKIPPED, reason=cause)
                 stack.append(child)
-        return records
 
     def _stop_everything(self) -> None:
-        self.reporter.message(f"stopping ({self.cancel.reason}): cancelling running tasks")
+        self.bus.note(f"stopping ({self.cancel.reason}): cancelling running tasks")
         grace = self.cancel_grace
         if grace is None:  # as long as the most patient running task asks for
             grace = max((self.spec.tasks[tid].timeout_grace for tid, st in self.status.items()
                          if st.state == TaskState.RUNNING), default=1.0)
         results = self.executor.cancel(0 if self.cancel.force else grace)
         self._handle(results)
-        records = []
         for tid, st in self.status.items():
             if st.state not in FINAL_STATES:
-                if st.state != TaskState.RETRYING:
-                    st.retry_at = None  # a retrying task's record keeps its delay's end
-                st.state = TaskState.CANCELLED
-                st.reason = f"cancelled ({self.cancel.reason})"
-                records.append(self._record(tid))
-        self.journal.append(records)
+                # A retrying task's record keeps its delay's end: resume waits it out.
+                retry_at = st.retry_at if st.state == TaskState.RETRYING else None
+                self._transition(tid, TaskState.CANCELLED, retry_at=retry_at,
+                                 reason=f"cancelled ({self.cancel.reason})")
+        self._commit()
 
     # ------------------------------------------------------------ records
 
@@ -386,7 +388,7 @@ class Scheduler:
                 output: bool = False, number: int | None = None) -> dict[str, Any]:
         st = self.status[tid]
         rec: dict[str, Any] = {"v": RUN_FORMAT, "task": tid, "state": st.state.value,
-                               "attempts": st.attempts, "at": time.time()}
+                               "attempts": st.attempts, "at": self.wall()}
         if output:
             rec["output"] = st.output
         if st.error is not None and st.state != TaskState.COMPLETED:

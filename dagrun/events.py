@@ -1,0 +1,136 @@
+"""The event stream: what happened in a run, as plain frozen data, for listeners.
+
+The scheduler emits an event only *after* the journal append that records it,
+so a listener never acts on (or shows) a state that a crash could take back.
+Listeners are everything that reacts to a run without steering it: the live
+display and the plain-line reporter, the dead-letter office, and (to come) the
+metrics exporter, the per-task log index and the report writer. Policies that
+steer the run (retry, breakers) are not listeners: they are asked, not told.
+
+    scheduler._transition ─► journal batch ─► append ─► EventBus.emit ─► listeners
+
+A listener that raises is switched off with one warning on stderr and the run
+goes on; only a StateIOError (the state directory cannot be written, exit 4)
+propagates, because a listener that writes state (the dead-letter office) must
+not lose it silently.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from dagrun.errors import StateIOError
+from dagrun.model import RunResult, TaskError, TaskState
+
+if TYPE_CHECKING:
+    from dagrun.spec import PipelineSpec
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    run_id: str
+    spec: PipelineSpec
+    states: Mapping[str, TaskState]  # every task's state as the loop starts
+
+
+@dataclass(frozen=True, slots=True)
+class TaskChanged:
+    """One state transition of one task (the only way a task's state changes)."""
+
+    task_id: str
+    old: TaskState
+    new: TaskState
+    attempts: int  # attempts counted against the retry budget, after the change
+    attempt: int | None  # the ordinal of the attempt this change starts or ends
+    error: TaskError | None = None
+    reason: str | None = None  # why skipped or cancelled
+    at: float = 0.0  # wall clock
+
+
+@dataclass(frozen=True, slots=True)
+class TaskHeld:
+    """A ready task held back without an attempt (its circuit breaker is open)."""
+
+    task_id: str
+    breaker: str
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """A line for the people watching: repairs on resume, breaker changes, stops."""
+
+    text: str
+    kind: str = "info"  # info | warning | repair
+
+
+@dataclass(frozen=True, slots=True)
+class RunFinished:
+    result: RunResult
+
+
+Event = RunStarted | TaskChanged | TaskHeld | Note | RunFinished
+
+
+class Listener(Protocol):
+    def on_event(self, event: Event) -> None: ...
+
+
+class EventBus:
+    """Hands every event to every listener still switched on."""
+
+    def __init__(self, listeners: Iterable[Any] = ()) -> None:
+        self.listeners: list[Any] = [lst for lst in listeners if lst is not None]
+        self.disabled: list[tuple[Any, BaseException]] = []
+
+    def add(self, listener: Any) -> None:
+        self.listeners.append(listener)
+
+    def emit(self, event: Event) -> None:
+        for listener in self.listeners:
+            try:
+                listener.on_event(event)
+            except StateIOError:
+                raise
+            except Exception as exc:
+                self._disable(listener, exc)
+
+    def note(self, text: str, kind: str = "info") -> None:
+        self.emit(Note(text, kind))
+
+    def tick(self, now: float) -> None:
+        """Time passing, for listeners that show or write it (the live clock)."""
+        for listener in self.listeners:
+            tick = getattr(listener, "tick", None)
+            if tick is None:
+                continue
+            try:
+                tick()
+            except StateIOError:
+                raise
+            except Exception as exc:
+                self._disable(listener, exc)
+
+    def abort(self) -> None:
+        """The run stopped on an error: listeners that hold the terminal let go."""
+        for listener in self.listeners:
+            try:
+                getattr(listener, "abort", lambda: None)()
+            except Exception:  # noqa: S110 - already stopping on another error
+                pass
+
+    def _disable(self, listener: Any, exc: BaseException) -> None:
+        if listener not in self.listeners:
+            return
+        # Rebuilt, not removed in place: emit() may be iterating the old list.
+        self.listeners = [lst for lst in self.listeners if lst is not listener]
+        self.disabled.append((listener, exc))
+        name = getattr(listener, "name", type(listener).__name__)
+        try:
+            print(f"dagrun: warning: {name} switched off after an error "
+                  f"({type(exc).__name__}: {exc}); the run goes on",
+                  file=sys.stderr, flush=True)
+        except Exception:  # noqa: S110 - stderr itself is what broke
+            pass
