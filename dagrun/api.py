@@ -138,6 +138,7 @@ def resume(
     succeeded, returns its stored result and runs nothing.
     """
     from dagrun.report import QuietReporter, guarded
+    from dagrun.spec import snapshot
     from dagrun.store.records import RUN_FORMAT, frame, new_nonce
     from dagrun.store.runs import Lock, PipelineLock, StateDir, file_identity, write_atomic
 
@@ -199,7 +200,7 @@ def resume(
             # one atomic write: no kill can leave one without the other, and no
             # corrupt journal line can undo a reset.
             meta = {**info.meta, "v": RUN_FORMAT, "pipeline": spec.name,
-                    "settings": settings, "spec": spec.to_dict(), "anchors": anchors}
+                    "settings": settings, "spec": snapshot.to_dict(spec), "anchors": anchors}
             write_atomic(info.path / "run.json", frame(meta))
         plock = PipelineLock(state, spec.name)
         plock.hold_shared(run_id)

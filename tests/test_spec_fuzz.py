@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dagrun.errors import SpecError, UsageError
-from dagrun.spec import PipelineSpec, load_spec, parse_document
+from dagrun.spec import load_spec, parse_document, snapshot
 
 KEYS = ["pipeline", "defaults", "tasks", "breakers", "x-a", "name", "workers", "deadline",
         "durability", "python_path", "call", "deps", "inputs", "kwargs", "timeout",
@@ -49,7 +49,7 @@ def check(load) -> None:
         assert "\n" not in str(exc)  # one line
         return
     # Loaded: a run must be able to store and reload its snapshot.
-    assert PipelineSpec.from_dict(orjson.loads(orjson.dumps(spec.to_dict()))) == spec
+    assert snapshot.from_dict(orjson.loads(orjson.dumps(snapshot.to_dict(spec)))) == spec
 
 
 FUZZ = settings(max_examples=150, deadline=None,

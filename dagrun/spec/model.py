@@ -72,15 +72,3 @@ class PipelineSpec:
     source: str | None = None  # the spec file, if any
     base_dir: str | None = None  # made importable for the task callables
     python_path: tuple[str, ...] = ()  # absolute folders, importable after base_dir
-
-    def to_dict(self) -> dict[str, Any]:
-        """A plain JSON-able snapshot; from_dict() rebuilds it without re-validating."""
-        from dagrun.spec.snapshot import to_dict
-
-        return to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PipelineSpec:
-        from dagrun.spec.snapshot import from_dict
-
-        return from_dict(cls, data)

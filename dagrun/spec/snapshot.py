@@ -23,7 +23,7 @@ def to_dict(spec: PipelineSpec) -> dict[str, Any]:
     }
 
 
-def from_dict(cls: type[PipelineSpec], data: Mapping[str, Any]) -> PipelineSpec:
+def from_dict(data: Mapping[str, Any]) -> PipelineSpec:
     # Hot at 100k tasks (resume loads the snapshot): tasks mostly share one
     # retry policy, so build each distinct policy once.
     tasks = {}
@@ -46,7 +46,7 @@ def from_dict(cls: type[PipelineSpec], data: Mapping[str, Any]) -> PipelineSpec:
             get(t, "timeout_grace", 1.0), retry, get(t, "memory_limit"),
             get(t, "breaker"))
     breakers = {n: BreakerSpec(**b) for n, b in data.get("breakers", {}).items()}
-    return cls(
+    return PipelineSpec(
         name=data["name"], tasks=tasks, workers=data.get("workers"),
         description=data.get("description", ""), deadline=data.get("deadline"),
         durability=data.get("durability"),

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dagrun.errors import DagrunError, RunLocked, StateIOError, UnknownRun, UsageError
-from dagrun.spec import PipelineSpec
+from dagrun.spec import PipelineSpec, snapshot
 from dagrun.store.fs import (
     describe_os_error,
     file_identity,
@@ -68,7 +68,7 @@ class RunInfo:
 
     @property
     def spec(self) -> PipelineSpec:
-        return self.snapshot or PipelineSpec.from_dict(self.meta["spec"])
+        return self.snapshot or snapshot.from_dict(self.meta["spec"])
 
     @property
     def journal_path(self) -> Path:
@@ -100,7 +100,7 @@ class StateDir:
         if (path / "run.json").exists():
             raise exists
         meta = {"v": RUN_FORMAT, "run_id": run_id, "nonce": new_nonce(), "pipeline": spec.name,
-                "created": time.time(), "settings": settings, "spec": spec.to_dict()}
+                "created": time.time(), "settings": settings, "spec": snapshot.to_dict(spec)}
         tmp = self.runs / f"{_NEW}{run_id}-{os.getpid()}-{secrets.token_hex(4)}"
         held = -1
         try:
@@ -173,11 +173,11 @@ class StateDir:
             if (version != RUN_FORMAT or meta.get("run_id") != run_id
                     or not isinstance(meta.get("nonce"), str)):
                 raise ValueError("wrong version or run id")
-            snapshot = PipelineSpec.from_dict(meta["spec"])
+            spec = snapshot.from_dict(meta["spec"])
         except (ValueError, KeyError, TypeError, AttributeError):
             raise UnknownRun(f"run {run_id!r}: its metadata {meta_path} is corrupt or "
                              "unreadable; the run cannot be resumed") from None
-        return RunInfo(run_id, path, meta, snapshot)
+        return RunInfo(run_id, path, meta, spec)
 
     def list_run_ids(self) -> list[str]:
         try:
