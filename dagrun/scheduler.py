@@ -57,7 +57,7 @@ from dagrun.retry import retry_delay, should_retry
 from dagrun.spec import PipelineSpec
 from dagrun.store.journal import Journal
 from dagrun.store.records import RUN_FORMAT
-from dagrun.transitions import check as check_transition
+from dagrun.transitions import apply as apply_transition
 
 # The longest the loop sleeps with nothing to do, so that listeners that show
 # time passing (the live display's clock, a metrics file) refresh without a
@@ -139,9 +139,7 @@ class Scheduler:
         fields to the task's status, queue its journal record and its event
         (both reach the journal and the listeners at the next _commit)."""
         st = self.status[tid]
-        old = st.state
-        check_transition(tid, old, new)
-        st.state = new
+        old = apply_transition(tid, st, new)
         for name, value in fields.items():
             setattr(st, name, value)
         self._records.append(self._record(

@@ -21,7 +21,7 @@ saying `failed` is repaired to pending.
 
 from __future__ import annotations
 
-from dagrun.model import TaskState
+from dagrun.model import TaskState, TaskStatus
 
 P, R, RT, C, F, D, S, X = (TaskState.PENDING, TaskState.RUNNING, TaskState.RETRYING,
                            TaskState.COMPLETED, TaskState.FAILED, TaskState.DEAD_LETTERED,
@@ -51,3 +51,20 @@ def check(task_id: str, old: TaskState, new: TaskState) -> None:
 
 def legal(old: TaskState, new: TaskState) -> bool:
     return old == new or new in ALLOWED[old]
+
+
+def apply(task_id: str, st: TaskStatus, new: TaskState) -> TaskState:
+    """Move a task to `new` (the one assignment of a task's state); the old state."""
+    old = st.state
+    check(task_id, old, new)
+    st.state = new
+    return old
+
+
+def restore(task_id: str, st: TaskStatus, recorded: TaskState, resumed: TaskState) -> None:
+    """Repair's move: from the state the task's last trusted record shows to the
+    state a resume starts it in (the same state: kept as it is)."""
+    if not legal(recorded, resumed):
+        raise IllegalTransition(f"task {task_id}: resuming {recorded.value} as "
+                                f"{resumed.value} is not a legal state change")
+    st.state = resumed

@@ -66,6 +66,7 @@ from dagrun.graph import dependents_map, descendants
 from dagrun.model import TaskError, TaskState, TaskStatus
 from dagrun.spec import PipelineSpec
 from dagrun.store.records import RUN_FORMAT
+from dagrun.transitions import apply, restore
 
 _STATES = {s.value: s for s in TaskState}
 # Per kind of repair, name at most this many tasks one line each, then a tally:
@@ -243,6 +244,7 @@ def repair(spec: PipelineSpec, folded: Folded, *, retry: Iterable[str] = (),
         statuses[tid] = st
         if tid in rerun:
             if rec is not None:
+                restore(tid, st, _STATES[rec["state"]], TaskState.PENDING)
                 why = "definition changed" if tid in changed else "an upstream changed"
                 lines.add(f"{rec['state']} -> pending ({why} in the new spec; runs afresh)",
                           tid)
@@ -251,26 +253,30 @@ def repair(spec: PipelineSpec, folded: Folded, *, retry: Iterable[str] = (),
             continue  # never started, or its records are corrupt: runs (again)
         state = _STATES[rec["state"]]
         attempts = rec["attempts"]
+        # Every task starts pending; restore() checks the repair against the table.
         if state == TaskState.COMPLETED:
-            st.state = TaskState.COMPLETED
+            restore(tid, st, state, TaskState.COMPLETED)
             st.attempts = attempts
             st.output = rec["output"]
         elif state == TaskState.DEAD_LETTERED:
             if tid in retry:
+                restore(tid, st, state, TaskState.PENDING)
                 lines.add("dead_lettered -> pending (retried with a fresh retry budget)", tid)
             else:
-                st.state = TaskState.DEAD_LETTERED
+                restore(tid, st, state, TaskState.DEAD_LETTERED)
                 st.attempts = attempts
                 st.error = TaskError.from_dict(rec.get("error"))
         elif state == TaskState.SKIPPED:
-            st.state = TaskState.SKIPPED
+            restore(tid, st, state, TaskState.SKIPPED)
             st.attempts = attempts
             st.reason = rec.get("reason")
         elif state == TaskState.RUNNING:
+            restore(tid, st, state, TaskState.PENDING)
             st.attempts = max(0, attempts - 1)
             lines.add("running -> pending (its process is gone; the attempt cut short "
                       "does not count)", tid)
         elif state in (TaskState.RETRYING, TaskState.FAILED, TaskState.CANCELLED):
+            restore(tid, st, state, TaskState.PENDING)
             st.attempts = attempts
             st.error = TaskError.from_dict(rec.get("error"))
             retry_at = rec.get("retry_at")
@@ -319,7 +325,7 @@ def _unskip(spec: PipelineSpec, statuses: dict[str, TaskStatus], lines: _Lines) 
         if any(statuses[d].state in blocked for d in spec.tasks[tid].deps):
             continue
         cause = st.reason
-        st.state = TaskState.PENDING
+        apply(tid, st, TaskState.PENDING)
         st.reason = None
         lines.add(f"skipped -> pending (upstream {cause} will run again)", tid)
 
