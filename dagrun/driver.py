@@ -1,0 +1,134 @@
+"""Run wiring: lock the run, build the journal, the event bus and its
+listeners, the breakers' gate and the executor, route signals to the loop,
+and run the scheduler; shared by run, resume and dlq retry."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dagrun.model import RunResult, TaskStatus
+from dagrun.spec import PipelineSpec
+
+if TYPE_CHECKING:
+    from dagrun.dlq import DeadLetterOffice
+    from dagrun.executor.base import Executor
+    from dagrun.report import QuietReporter as Reporter
+    from dagrun.scheduler import CancelToken
+    from dagrun.store.runs import RunInfo
+
+
+def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | None,
+          settings: dict[str, Any], *, reporter: Reporter | None = None,
+          lock: Any = None, unsettled_letters: set[str] | None = None,
+          heads: dict[str, str] | None = None, notes: list[str] | None = None) -> RunResult:
+    """Lock the run (unless `lock`, already held, is given) and execute the
+    scheduler loop on it: shared by run and resume."""
+    from dagrun.callables import add_import_paths
+    from dagrun.events import EventBus
+    from dagrun.executor.base import create
+    from dagrun.report import QuietReporter, guarded
+    from dagrun.scheduler import CancelToken, Scheduler
+    from dagrun.store.journal import Journal
+    from dagrun.store.records import Chain
+    from dagrun.store.runs import Lock
+
+    add_import_paths(spec)
+    own_lock = lock is None
+    if own_lock:
+        lock = Lock(info.path / "lock", f"run {info.run_id}")
+        lock.acquire()
+    try:
+        journal = Journal(info.journal_path, settings["durability"],
+                          Chain(info.run_id, info.meta["nonce"], dict(heads or {})))
+        token = CancelToken()
+        if statuses is None:
+            statuses = {tid: TaskStatus() for tid in spec.tasks}
+        # A broken stderr switches the display off; it never stops a run.
+        bus = EventBus([guarded(reporter or QuietReporter())])
+        office = settle_letters(info, spec, statuses, unsettled_letters or set())
+        bus.add(office)
+        gate = breaker_gate(info, spec, notify=bus.note)
+        try:
+            executor = create(settings.get("executor") or "local", {
+                "workers": settings["workers"], "base_dir": spec.base_dir,
+                "max_tasks_per_worker": spec.max_tasks_per_worker,
+                "notify": bus.note})
+            try:
+                with _signals_to(token, executor):
+                    executor.start()
+                    scheduler = Scheduler(
+                        spec, info.run_id, journal, executor, bus,
+                        statuses=statuses, cancel=token,
+                        deadline=settings.get("deadline") or None,  # 0: none
+                        gate=gate, notes=notes)
+                    try:
+                        return scheduler.run()
+                    except BaseException:
+                        bus.abort()  # e.g. a full disk: the live display lets go
+                        raise
+            finally:
+                executor.shutdown()
+        finally:
+            journal.close()
+    finally:
+        if own_lock:
+            lock.release()
+
+
+def breaker_gate(info: RunInfo, spec: PipelineSpec, notify: Any = None) -> Any:
+    """The circuit breakers guarding the spec's tasks, as the scheduler's gate."""
+    from dagrun.breaker import BreakerGate, BreakerStore
+
+    if not any(t.breaker for t in spec.tasks.values()):
+        return None
+    return BreakerGate(spec, BreakerStore(state_root(info)), notify=notify)
+
+
+@contextmanager
+def _signals_to(token: CancelToken, executor: Executor) -> Iterator[None]:
+    """SIGINT/SIGTERM/SIGHUP (a closed terminal, a dropped ssh session) request
+    cancellation; a wake-up pipe interrupts the poll."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    os.set_blocking(write_fd, False)
+
+    def handler(signum: int, _frame: Any) -> None:
+        token.request(signal.Signals(signum).name)
+        if token.force:
+            executor.cancel(0, force=True)
+
+    old = {s: signal.signal(s, handler)
+           for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    old_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    executor.add_wakeup_fd(read_fd)
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(old_fd)
+        for s, h in old.items():
+            signal.signal(s, h)
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+def settle_letters(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus],
+                   unsettled: set[str]) -> DeadLetterOffice:
+    """The run's dead-letter office, with what a dead process left unsettled settled."""
+    from dagrun.dlq import DeadLetterOffice, DeadLetterQueue
+
+    office = DeadLetterOffice(DeadLetterQueue(state_root(info)), info.run_id, spec, statuses)
+    office.reconcile(unsettled)
+    return office
+
+
+def state_root(info: RunInfo) -> Path:
+    return info.path.parent.parent  # STATE_DIR/runs/RUN_ID -> STATE_DIR
