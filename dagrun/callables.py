@@ -55,7 +55,8 @@ def _stdout_to_stderr() -> Iterator[None]:
     """A user module that prints while imported must not pollute dagrun's stdout
     (it carries only --json output)."""
     try:
-        sys.stdout.flush()
+        if sys.stdout is not None:  # None: started with stdout closed (`>&-`)
+            sys.stdout.flush()
         saved = os.dup(1)
     except (OSError, ValueError):
         yield
@@ -65,7 +66,8 @@ def _stdout_to_stderr() -> Iterator[None]:
         yield
     finally:
         try:
-            sys.stdout.flush()
+            if sys.stdout is not None:
+                sys.stdout.flush()
         except (OSError, ValueError):
             pass
         os.dup2(saved, 1)

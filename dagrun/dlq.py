@@ -204,6 +204,7 @@ class DeadLetterOffice:
     """A listener of one run: writes letters, removes them on success."""
 
     name = "dead-letter office"
+    critical = True  # a letter it failed to write would never be written (events.py)
 
     def __init__(self, queue: DeadLetterQueue, run_id: str, spec: PipelineSpec,
                  statuses: Mapping[str, TaskStatus]) -> None:

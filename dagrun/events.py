@@ -10,9 +10,11 @@ steer the run (retry, breakers) are not listeners: they are asked, not told.
     scheduler._transition ─► journal batch ─► append ─► EventBus.emit ─► listeners
 
 A listener that raises is switched off with one warning on stderr and the run
-goes on; only a StateIOError (the state directory cannot be written, exit 4)
-propagates, because a listener that writes state (the dead-letter office) must
-not lose it silently.
+goes on. Two exceptions to that: a StateIOError (the state directory cannot be
+written, exit 4) always propagates, and so does anything raised by a listener
+marked `critical = True` — one that writes state the run relies on later (the
+dead-letter office: a letter it failed to write would never be written, since
+the run's final record settles the letters), whose failure must stop the run.
 """
 
 from __future__ import annotations
@@ -95,6 +97,8 @@ class EventBus:
             except StateIOError:
                 raise
             except Exception as exc:
+                if getattr(listener, "critical", False):
+                    raise
                 self._disable(listener, exc)
 
     def note(self, text: str, kind: str = "info") -> None:
@@ -128,6 +132,8 @@ class EventBus:
         self.listeners = [lst for lst in self.listeners if lst is not listener]
         self.disabled.append((listener, exc))
         name = getattr(listener, "name", type(listener).__name__)
+        if sys.stderr is None:  # started with stderr closed: print() would pick stdout
+            return
         try:
             print(f"dagrun: warning: {name} switched off after an error "
                   f"({type(exc).__name__}: {exc}); the run goes on",

@@ -38,6 +38,8 @@ class QuietReporter:
         if isinstance(event, TaskChanged):
             if event.new == TaskState.RUNNING:
                 self.task_started(event.task_id, event.attempt or event.attempts)
+            elif event.new == TaskState.PENDING and event.old == TaskState.RUNNING:
+                self.task_requeued(event.task_id)  # cut short by dagrun; runs again
             elif event.new in _SHOWN and not (
                     event.new == TaskState.CANCELLED and event.old != TaskState.RUNNING):
                 # A stop's cancelled *pending* tasks are told once, in the summary.
@@ -56,6 +58,9 @@ class QuietReporter:
         pass
 
     def task_finished(self, task_id: str, change: TaskChanged) -> None:
+        pass
+
+    def task_requeued(self, task_id: str) -> None:
         pass
 
     def message(self, text: str) -> None:
@@ -86,7 +91,8 @@ class PlainReporter(QuietReporter):
             self.done += 1
         line = f"[{self.done}/{self.total}] {task_id} {change.new.value}"
         if change.new in (TaskState.DEAD_LETTERED, TaskState.RETRYING) and change.error:
-            line += f" (attempt {change.attempts}): {change.error.summary()}"
+            # The attempt's ordinal, as DAGRUN_ATTEMPT showed it to the task.
+            line += f" (attempt {change.attempt or change.attempts}): {change.error.summary()}"
         elif change.new == TaskState.SKIPPED:
             line += f" (upstream {change.reason} failed)"
         print(line, file=self.stream, flush=True)
@@ -131,6 +137,9 @@ class LiveReporter(PlainReporter):
 
     def task_started(self, task_id: str, attempt: int) -> None:
         self.running[task_id] = attempt
+
+    def task_requeued(self, task_id: str) -> None:
+        self.running.pop(task_id, None)
 
     def task_finished(self, task_id: str, change: TaskChanged) -> None:
         self.running.pop(task_id, None)

@@ -94,3 +94,17 @@ def test_json_reader_leaving_early_keeps_the_exit_code(cli, write, read):
     assert "Traceback" not in err and "Exception ignored" not in err, err
     r = cli("resume", "big", "--json")
     assert r.code == 0 and len(r.json["tasks"]["big"]["output"]) == 20000
+
+
+def test_started_with_stdout_closed(cli, write):
+    """`>&-`: Python has no sys.stdout at all; the run still goes on (its JSON
+    has nowhere to go) and exits with its real code."""
+    spec = chain_spec(write, n=5)
+    for args, run_id in ((["--json"], "noout-json"), ([], "noout")):
+        proc = subprocess.run(
+            ["bash", "-c", 'exec "$@" >&-', "bash", sys.executable, "-m", "dagrun", "run",
+             str(spec), "--run-id", run_id, *args],
+            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert b"Traceback" not in proc.stderr
+        assert_all_completed(cli, run_id, n=5)

@@ -371,3 +371,21 @@ def test_every_state_change_is_journalled(tmp_path: Path) -> None:
     assert records == rec.changes()
     assert records == [("a", "running"), ("a", "retrying"), ("a", "pending"), ("a", "running"),
                        ("a", "completed"), ("b", "running"), ("b", "completed")]
+
+
+def test_a_critical_listener_that_fails_stops_the_run(tmp_path: Path) -> None:
+    """The dead-letter office is critical: a letter it failed to write would
+    never be written, so its failure must not be switched off quietly."""
+    p = Pipeline("critical")
+    p.task("t", "m:f")
+
+    class Office:
+        critical = True
+
+        def on_event(self, event: Any) -> None:
+            if isinstance(event, TaskChanged) and event.new == TaskState.COMPLETED:
+                raise PermissionError(13, "Permission denied")
+
+    sched, _, _, _ = make(tmp_path, p, ok, listeners=[Office()])
+    with pytest.raises(PermissionError):
+        sched.run()

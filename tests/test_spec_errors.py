@@ -121,3 +121,16 @@ def test_durations_and_dates(write):
     assert spec.tasks["b"].timeout == 300
     assert spec.tasks["b"].retry.delay == 0.5
     assert spec.tasks["a"].kwargs == {"value": "2026-11-27", "at": "2026-11-27T10:00:00+00:00"}
+
+
+def test_a_breaker_cooldown_of_null_is_refused(cli, write):
+    """null would mean "never reopens": validate refuses it instead of every run
+    that trips the breaker crashing on it."""
+    spec = write("bn.yaml", "pipeline: {name: bn}\n"
+                 "breakers: {wh: {failure_threshold: 1, cooldown: null}}\n"
+                 "tasks: {f: {call: 'basic:const', breaker: wh}}\n")
+    for command in ("validate", "run"):
+        r = cli(command, str(spec))
+        assert r.code == 2, r.stderr
+        assert "'cooldown'" in r.stderr and "breaker 'wh'" in r.stderr
+        assert "Traceback" not in r.stderr

@@ -154,7 +154,7 @@ def parse_document(doc: Any, *, source: str = "<pipeline>", default_name: str = 
         breakers[bname] = BreakerSpec(
             name=bname,
             failure_threshold=_opt_int(bdoc, "failure_threshold", bctx, minimum=1) or 5,
-            cooldown=_opt_duration(bdoc, "cooldown", bctx) if "cooldown" in bdoc else 60.0,
+            cooldown=_required_duration(bdoc, "cooldown", bctx, BreakerSpec.cooldown),
             success_threshold=_opt_int(bdoc, "success_threshold", bctx, minimum=1) or 1,
             max_wait=_opt_duration(bdoc, "max_wait", bctx),
         )
@@ -376,6 +376,16 @@ def _opt_int(doc: Mapping[str, Any], key: str, ctx: str, *, minimum: int) -> int
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= _INT_MAX:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise SpecError(f"{ctx}: {key!r} must be {kind}, got {value!r}")
+    return value
+
+
+def _required_duration(doc: Mapping[str, Any], key: str, ctx: str, default: float) -> float:
+    """A duration that has a default but no "none" (null would mean "never")."""
+    if key not in doc:
+        return default
+    value = _opt_duration(doc, key, ctx)
+    if value is None:
+        raise SpecError(f"{ctx}: {key!r} must be a duration like \"30s\" or \"5m\", got null")
     return value
 
 
