@@ -1,0 +1,76 @@
+"""The `dagrun` command line: the click group, its commands, and main().
+
+Commands only map options -> library call -> reporter -> exit code. Every user
+error is a DagrunError carrying its exit code; main() turns it into one line on
+stderr. Heavy modules are imported inside the commands so that `dagrun --help`
+stays fast.
+
+Layout (one small module per command or group of commands):
+  options.py   option decorators shared by commands, duration parsing
+  output.py    emit_result, stdout writes, closed or broken std streams
+  progress.py  the run a command works on and whether its result is decided
+  signals.py   stop signals before a run's own handlers are in place
+  run.py       run, resume, validate, graph
+  dlq.py       the dlq group
+
+Adding a command: write `dagrun/cli/NAME.py` with a `@click.command()` (or a
+`@click.group()` for subcommands) that imports only click and the helpers above
+at module level, then register it here with one line:
+`cli.add_command(NAME.NAME)`. A command that runs a pipeline gets its reporter
+from `progress.reporter_for(...)` and ends with `return emit_result(...)`, so
+that a signal during start-up and after the result behaves like in `run`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from dagrun.cli import dlq, run
+from dagrun.cli.output import fill_closed_std_fds, flush_std_streams, say
+from dagrun.cli.signals import Terminated, install_handlers, interrupted
+from dagrun.errors import EXIT_USAGE, DagrunError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dagrun")
+def cli() -> None:
+    """dagrun: run pipelines of dependent Python tasks, fast and crash-proof."""
+
+
+cli.add_command(run.run)
+cli.add_command(run.resume)
+cli.add_command(run.validate)
+cli.add_command(run.graph)
+cli.add_command(dlq.dlq)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one error line and a documented exit code, never a traceback."""
+    args = sys.argv[1:] if argv is None else argv
+    fill_closed_std_fds()
+    # A stop signal before the run's own handlers are in place (while validating,
+    # waiting for a lock or creating the run) ends with 130 and one line naming
+    # the run if it exists; once the result is decided it changes nothing.
+    install_handlers()
+    try:
+        code = cli.main(args=args, prog_name="dagrun", standalone_mode=False)
+    except (click.exceptions.Abort, KeyboardInterrupt, Terminated):
+        code = interrupted(args)
+    except click.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        say(f"dagrun: error: {exc.format_message()}{hint}")
+        code = exc.exit_code
+    except click.ClickException as exc:
+        say(f"dagrun: error: {exc.format_message()}")
+        code = exc.exit_code
+    except DagrunError as exc:
+        say(f"dagrun: error: {exc}")
+        code = exc.exit_code
+    if code is None:
+        code = 0
+    if not isinstance(code, int):
+        code = EXIT_USAGE
+    flush_std_streams()
+    sys.exit(code)

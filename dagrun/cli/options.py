@@ -1,0 +1,66 @@
+"""Option decorators shared by several commands, and duration parsing."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+F = Callable[..., Any]
+
+
+def _check_state_dir(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if not value or not value.strip():
+        raise click.BadParameter("must not be empty", param_hint="--state-dir")
+    if os.path.exists(value) and not os.path.isdir(value):
+        raise click.BadParameter(f"{value} exists and is not a directory",
+                                 param_hint="--state-dir")
+    return value
+
+
+def state_dir_option(f: F) -> F:
+    return click.option(
+        "--state-dir", envvar="DAGRUN_STATE_DIR", default=".dagrun", show_default=True,
+        callback=_check_state_dir, help="Where runs, dead letters and locks live "
+        "(env DAGRUN_STATE_DIR).")(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "json_mode", is_flag=True,
+                        help="Print one JSON object on stdout and nothing else.")(f)
+
+
+def durability_option(f: F) -> F:
+    return click.option("--durability", type=click.Choice(["fast", "atomic", "durable"]),
+                        help="How hard each record is pushed to disk (default: the spec's, "
+                        "else atomic; see README, Crash safety).")(f)
+
+
+def deadline_option(f: F) -> F:
+    return click.option("--deadline", help="Cancel the run when it has run this long "
+                        "(e.g. 2h); it stays resumable. `none` drops the spec's or the "
+                        "run's deadline.")(f)
+
+
+def duration(value: str | None, name: str, *, allow_none: bool = False) -> float | None:
+    """A positive duration option; `allow_none` (only --deadline, as README says)
+    lets `none`/`off` mean 0.0: explicitly no deadline, overriding the spec's."""
+    from dagrun.durations import parse_duration
+
+    if value is None:
+        return None
+    if allow_none and value.strip().lower() in ("none", "off"):
+        return 0.0
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=name) from None
+    if seconds <= 0:
+        raise click.BadParameter("must be positive", param_hint=name)
+    return seconds
+
+
+def deadline_seconds(value: str | None) -> float | None:
+    return duration(value, "--deadline", allow_none=True)
