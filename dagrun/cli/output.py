@@ -63,6 +63,8 @@ def fill_closed_std_fds() -> None:
             if null != fd:
                 os.dup2(null, fd)
                 os.close(null)
+    if sys.stdout is None:  # `>&-`: the --json output has nowhere to go; say so by exit code
+        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
 
 
 def flush_std_streams() -> None:
