@@ -100,6 +100,7 @@ class ProcessExecutor:
         self._next_id = 0
         self._closing = False
         self._wakeup_fds: list[int] = []
+        self._emitted: list[tuple[str, str]] = []  # (task, event) sent by running tasks
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> ProcessExecutor:
@@ -207,6 +208,11 @@ class ProcessExecutor:
         else:
             self._sel.register(worker.pidfd, selectors.EVENT_READ, _Exited(worker))
 
+    def take_emitted(self) -> list[tuple[str, str]]:
+        """Events running tasks emitted (dagrun.emit) since the last call."""
+        out, self._emitted = self._emitted, []
+        return out
+
     def add_wakeup_fd(self, fd: int) -> None:
         self._wakeup_fds.append(fd)
         self._sel.register(fd, selectors.EVENT_READ, None)
@@ -256,6 +262,7 @@ class ProcessExecutor:
             "id": msg_id, "run_id": attempt.run_id, "task": attempt.task_id,
             "attempt": attempt.number, "call": attempt.call, "kwargs": attempt.kwargs,
             "memory_limit": attempt.memory_limit,
+            **({} if attempt.state is None else {"state": attempt.state}),
         }, msg_id)
         if not worker.inflight:
             worker.head_started = time.monotonic()
@@ -374,6 +381,9 @@ class ProcessExecutor:
                                        worker.inflight[0][0] if worker.inflight else None)
                 if body is None:
                     break
+                if body.startswith(b'{"emit":'):  # dagrun.emit() while the task runs
+                    self._emitted.append((worker.inflight[0][1].task_id, _emit_name(body)))
+                    continue
                 msg = _result_message(body)
             except wire.FrameError as exc:
                 # Bytes dagrun did not write (the task wrote to the inherited pipe)
@@ -419,6 +429,7 @@ class ProcessExecutor:
             task_id=attempt.task_id, number=attempt.number, output=msg.get("output"),
             error=TaskError.from_dict(error),
             started=msg.get("started", 0.0), ended=msg.get("ended", 0.0),
+            state=msg.get("state"),
         )
 
     def _enforce_deadlines(self, results: list[AttemptResult]) -> None:
@@ -554,7 +565,21 @@ def _result_message(body: bytes) -> dict:
                                             for k in ("type", "message", "traceback"))
             and isinstance(error.get("types", []), list)):
         raise wire.FrameError("a result whose 'error' is not an error")
+    if not isinstance(msg.get("state", {}), dict):
+        raise wire.FrameError("a result whose 'state' is not an object")
     return msg
+
+
+def _emit_name(body: bytes) -> str:
+    from dagrun.kinds.events import EVENT_NAME
+
+    try:
+        name = orjson.loads(body).get("emit")
+    except orjson.JSONDecodeError:
+        raise wire.FrameError("a frame whose body is not JSON") from None
+    if not isinstance(name, str) or not EVENT_NAME.fullmatch(name):
+        raise wire.FrameError("an event frame without a valid event name")
+    return name
 
 
 def _secs(value: float | None) -> str:
