@@ -454,3 +454,8 @@ def main(argv: list[str] | None = None) -> None:
         code = EXIT_USAGE
     _flush_std_streams()
     sys.exit(code)
+
+
+from dagrun.cli_patterns import register as _register_patterns  # noqa: E402
+
+_register_patterns(cli)  # `emit`, `state` (issue 10: events, state across runs)
