@@ -458,4 +458,4 @@ def main(argv: list[str] | None = None) -> None:
 
 from dagrun.cli_patterns import register as _register_patterns  # noqa: E402
 
-_register_patterns(cli)  # `emit`, `state` (issue 10: events, state across runs)
+_register_patterns(cli, state_dir_option)  # `emit`, `state` (issue 10: events, state across runs)

@@ -3,15 +3,15 @@ runs, kinds/state.py); registered at the end of cli.py."""
 
 from __future__ import annotations
 
-import click
+from collections.abc import Callable
+from typing import Any
 
-from dagrun.cli import state_dir_option
+import click
 
 
 @click.command()
 @click.argument("run_id")
 @click.argument("name")
-@state_dir_option
 @click.option("--source", default="dagrun emit", show_default=True,
               help="Who emitted it, as the run's journal and display show.")
 def emit(run_id: str, name: str, state_dir: str, source: str) -> int:
@@ -47,7 +47,6 @@ def state() -> None:
 @state.command("show")
 @click.argument("pipeline")
 @click.argument("task", required=False)
-@state_dir_option
 def state_show(pipeline: str, task: str | None, state_dir: str) -> int:
     """Print the state of TASK (or of every task of PIPELINE) as JSON."""
     import orjson
@@ -67,7 +66,6 @@ def state_show(pipeline: str, task: str | None, state_dir: str) -> int:
 @click.argument("pipeline")
 @click.argument("task")
 @click.argument("value", metavar="JSON")
-@state_dir_option
 def state_set(pipeline: str, task: str, value: str, state_dir: str) -> int:
     """Replace the state of TASK with JSON (an object); the next run receives it."""
     import orjson
@@ -88,7 +86,6 @@ def state_set(pipeline: str, task: str, value: str, state_dir: str) -> int:
 @state.command("reset")
 @click.argument("pipeline")
 @click.argument("task", required=False)
-@state_dir_option
 def state_reset(pipeline: str, task: str | None, state_dir: str) -> int:
     """Forget the state of TASK (or of every task of PIPELINE)."""
     from dagrun.kinds.state import StateStore
@@ -98,6 +95,9 @@ def state_reset(pipeline: str, task: str | None, state_dir: str) -> int:
     return 0
 
 
-def register(cli: click.Group) -> None:
+def register(cli: click.Group, state_dir_option: Callable[[Any], Any]) -> None:
+    """Add the commands to `cli`, with its --state-dir option (passed in: no import cycle)."""
+    for command in (emit, state_show, state_set, state_reset):
+        state_dir_option(command)  # click appends the option to a built command
     cli.add_command(emit)
     cli.add_command(state)

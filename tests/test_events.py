@@ -81,7 +81,8 @@ def test_emit_into_a_stopped_run_is_kept_for_its_resume(cli, write, tmp_path):
     run_dir = Path(os.environ["DAGRUN_STATE_DIR"]) / "runs" / "stopped1"
     wait_for(lambda: (run_dir / "journal").exists())
     p.send_signal(signal.SIGTERM)
-    assert p.wait(timeout=60) == 130
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
     r = cli("emit", "stopped1", "go")
     assert r.code == 0, r.stderr
     assert "is not live" in r.stderr

@@ -332,7 +332,11 @@ class ProcessExecutor:
         for key, _ in self._sel.select(timeout):
             worker = key.data
             if worker is None:
-                _drain(key.fd)
+                if not _drain(key.fd):
+                    # Closed by its owner while still registered (the signal pipe,
+                    # closed before shutdown() at the end of a run): forget it.
+                    self._sel.unregister(key.fd)
+                    self._wakeup_fds.remove(key.fd)
                 continue
             # Identity, not fd number: a reaped worker's fds may already be reused
             # by its replacement within this same batch of events.
@@ -602,9 +606,13 @@ def _close(fd: int) -> None:
         pass
 
 
-def _drain(fd: int) -> None:
+def _drain(fd: int) -> bool:
+    """Empty a wake-up fd; False if it is no longer open."""
     try:
         while os.read(fd, 4096):
             pass
     except (BlockingIOError, InterruptedError):
         pass
+    except OSError:
+        return False
+    return True
