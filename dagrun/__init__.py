@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["DagrunError", "Pipeline", "RunResult", "resume", "run", "validate"]
+__all__ = ["DagrunError", "Pipeline", "RunResult", "emit", "resume", "run", "validate"]
 
 
 def __getattr__(name: str) -> Any:  # lazy, so `dagrun --help` imports little
@@ -26,6 +26,10 @@ def __getattr__(name: str) -> Any:  # lazy, so `dagrun --help` imports little
         from dagrun.model import RunResult
 
         return RunResult
+    if name == "emit":  # from inside a task: kinds/events.py
+        from dagrun.kinds.events import emit
+
+        return emit
     if name == "DagrunError":
         from dagrun.errors import DagrunError
 

@@ -15,6 +15,9 @@ from typing import Any
 from dagrun.errors import SpecError
 from dagrun.spec import PipelineSpec, TaskSpec
 
+# Arguments dagrun itself passes when the callable declares them (kinds/state.py).
+SUPPLIED = ("state",)
+
 
 def add_import_path(base_dir: str | None) -> None:
     if base_dir and base_dir not in sys.path:
@@ -107,8 +110,9 @@ def _check_signature(t: TaskSpec, fn: Callable[..., Any], where: str) -> None:
     except (TypeError, ValueError):
         return  # builtins without a signature: nothing to check
     names = [*t.kwargs, *t.inputs]
+    supplied = [n for n in SUPPLIED if n in sig.parameters and n not in names]
     try:
-        sig.bind(**{n: None for n in names})
+        sig.bind(**{n: None for n in [*names, *supplied]})
     except TypeError as exc:
         raise SpecError(f"{where}: task {t.id!r}: arguments do not fit {t.call}{sig}: "
                         f"{exc}{_closest_parameter(names, sig)}") from None

@@ -26,12 +26,14 @@ if TYPE_CHECKING:
 def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | None,
           settings: dict[str, Any], *, reporter: Reporter | None = None,
           lock: Any = None, unsettled_letters: set[str] | None = None,
-          heads: dict[str, str] | None = None, notes: list[str] | None = None) -> RunResult:
+          heads: dict[str, str] | None = None, notes: list[str] | None = None,
+          emitted: set[str] | None = None) -> RunResult:
     """Lock the run (unless `lock`, already held, is given) and execute the
     scheduler loop on it: shared by run and resume."""
     from dagrun.callables import add_import_paths
     from dagrun.events import EventBus
     from dagrun.executor.base import create
+    from dagrun.kinds.state import StateStore
     from dagrun.report import QuietReporter, guarded
     from dagrun.scheduler import CancelToken, Scheduler
     from dagrun.store.journal import Journal
@@ -66,7 +68,8 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
                         spec, info.run_id, journal, executor, bus,
                         statuses=statuses, cancel=token,
                         deadline=settings.get("deadline") or None,  # 0: none
-                        gate=gate, notes=notes)
+                        gate=gate, notes=notes, waits=event_waits(info, spec, emitted),
+                        states=StateStore(state_root(info)))
                     try:
                         return scheduler.run()
                     except BaseException:
@@ -88,6 +91,15 @@ def breaker_gate(info: RunInfo, spec: PipelineSpec, notify: Any = None) -> Any:
     if not any(t.breaker for t in spec.tasks.values()):
         return None
     return BreakerGate(spec, BreakerStore(state_root(info)), notify=notify)
+
+
+def event_waits(info: RunInfo, spec: PipelineSpec, emitted: set[str] | None) -> Any:
+    """The scheduler's event plug (kinds/events.py), if any task waits for events."""
+    if not any(t.wait_for for t in spec.tasks.values()):
+        return None
+    from dagrun.kinds.events import EventWaits
+
+    return EventWaits(spec, info.path, emitted or set())
 
 
 @contextmanager

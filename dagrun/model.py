@@ -72,6 +72,7 @@ class Attempt:
     timeout: float | None = None
     timeout_grace: float = 1.0
     memory_limit: int | None = None
+    state: dict[str, Any] | None = None  # state across runs, when the callable takes it
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,7 @@ class AttemptResult:
     started: float = 0.0
     ended: float = 0.0
     cancelled: bool = False  # cut short by dagrun's own cancellation, not a task failure
+    state: dict[str, Any] | None = None  # the task's state across runs, as it left it
 
     @property
     def ok(self) -> bool:

@@ -113,7 +113,7 @@ def resume_run(
         plock.hold_shared(run_id)
         return drive(info, spec, repaired.statuses, settings, reporter=reporter, lock=lock,
                      unsettled_letters=repaired.unsettled_letters, heads=repaired.heads,
-                     notes=repaired.lines)
+                     notes=repaired.lines, emitted=repaired.events)
     finally:
         gc_pause.end()
         gc.unfreeze()  # a library caller's later collections see everything again
@@ -181,7 +181,15 @@ def _load_and_repair(info: RunInfo, spec: PipelineSpec, changed: set[str],
         if rec is None or rec["state"] != "dead_lettered":
             reporter.message(f"task {tid} is {rec['state'] if rec else 'pending'}, "
                              "not dead-lettered: nothing to retry")
-    return repair(spec, folded, retry=retry, changed=changed)
+    from dagrun.driver import state_root
+    from dagrun.kinds import state as carried
+
+    # A crash between a completed record and its state file: the record wins.
+    carried.repair(carried.StateStore(state_root(info)), spec.name, info.run_id,
+                   {tid: rec for tid, rec in folded.last.items() if carried.RECORD_FIELD in rec})
+    repaired = repair(spec, folded, retry=retry, changed=changed)
+    repaired.events = folded.events
+    return repaired
 
 
 class _GcPause:

@@ -42,6 +42,10 @@ from typing import Any, Protocol
 from dagrun.events import EventBus, Note, RunFinished, RunStarted, TaskChanged, TaskHeld
 from dagrun.executor.base import Executor, clamp_wait
 from dagrun.graph import dependents_map
+from dagrun.kinds import state as carried_state
+from dagrun.kinds.events import EventWaits
+from dagrun.kinds.events import remove as remove_inbox_files
+from dagrun.kinds.state import StateStore
 from dagrun.model import (
     FINAL_STATES,
     Attempt,
@@ -107,6 +111,8 @@ class Scheduler:
         rng: random.Random | None = None,
         gate: Gate | None = None,
         notes: list[str] | None = None,  # shown once the run has started (repairs)
+        waits: EventWaits | None = None,  # tasks that wait for events (kinds/events.py)
+        states: StateStore | None = None,  # state across runs (kinds/state.py)
     ) -> None:
         self.spec = spec
         self.run_id = run_id
@@ -130,6 +136,9 @@ class Scheduler:
         self._seq = itertools.count()
         self._records: list[dict[str, Any]] = []
         self._events: list[TaskChanged] = []
+        self.waits = waits
+        self.states = states
+        self._carried: dict[str, dict[str, Any]] = {}  # task -> state its completion saves
 
     # ------------------------------------------------------------ transitions
 
@@ -194,6 +203,8 @@ class Scheduler:
                     self._push_ready(tid)
 
     def _push_ready(self, tid: str) -> None:
+        if self.waits is not None and self.waits.hold(tid):
+            return  # its events are not all emitted: it waits here, holding no worker
         heapq.heappush(self.ready, (-self.spec.tasks[tid].priority, next(self._seq), tid))
 
     # ------------------------------------------------------------ the loop
@@ -218,9 +229,12 @@ class Scheduler:
                 self._push_ready(tid)
             if self.gate is not None:
                 self._gate_due(self.gate)
+            if self.waits is not None:
+                self._events_turn(self.waits)
             self._dispatch()
             if not self.running and not self.ready and not self.timers and not (
-                    self.gate is not None and self.gate.holding()):
+                    self.gate is not None and self.gate.holding()) and not (
+                    self.waits is not None and self.waits.holding()):
                 break
             results = self.executor.poll(self._wait_time(now))
             if results:
@@ -241,6 +255,8 @@ class Scheduler:
             waits.append(self.deadline_at - now)
         if self.gate is not None:
             waits.append(self.gate.wait_time())
+        if self.waits is not None:
+            waits.append(self.waits.wait_time())
         waits.append(self.journal.sync_due_in())
         finite = [max(0.0, w) for w in waits if w is not None]
         return clamp_wait(min(finite)) if finite else None  # epoll overflows at ~24.8 d
@@ -269,10 +285,13 @@ class Scheduler:
             kwargs = dict(t.kwargs)
             for param, upstream in t.inputs.items():
                 kwargs[param] = self.status[upstream].output
+            state_in = None
+            if self.states is not None and carried_state.supplied(t):
+                state_in = self.states.load(self.spec.name, tid)
             batch.append(Attempt(
                 run_id=self.run_id, task_id=tid, number=number, call=t.call,
                 kwargs=kwargs, timeout=t.timeout, timeout_grace=t.timeout_grace,
-                memory_limit=t.memory_limit))
+                memory_limit=t.memory_limit, state=state_in))
             free -= 1
         # Written before the tasks start (the timers' `pending` records with
         # them); in durable mode not synced on its own (see store/journal.py:
@@ -311,6 +330,8 @@ class Scheduler:
                      "error": r.error.to_dict() if r.error else None}
             st.history.append(entry)
             if r.error is None:
+                if r.state is not None and self.states is not None:
+                    self._carried[tid] = r.state
                 self._transition(tid, TaskState.COMPLETED, attempt=entry, output=r.output,
                                  error=None)
                 released.append(tid)
@@ -324,7 +345,10 @@ class Scheduler:
                 dead.append(tid)
         for tid in dead:
             self._skip_descendants(tid)
+        saved = self._take_carried()
         self._commit()  # durable before anything acts on it
+        if saved:
+            self._save_states(saved)
         for tid in requeue:
             self._push_ready(tid)
         for tid in released:
@@ -337,6 +361,58 @@ class Scheduler:
                 self.waiting[child] = n
                 if n == 0 and self.status[child].state == TaskState.PENDING:
                     self._push_ready(child)
+
+    # ------------------------------------------------------------ kinds
+
+    def _events_turn(self, waits: EventWaits) -> None:
+        """Events emitted since the last turn (by tasks, into the inbox) are
+        journalled, then release the tasks waiting for them; waits past their
+        event_timeout fail (EventTimeout), retried per `retries`."""
+        take = getattr(self.executor, "take_emitted", None)
+        records, files = waits.collect(take() if take is not None else [])
+        for rec in records:
+            self._records.append({"v": RUN_FORMAT, **rec, "at": self.wall()})
+        expired = waits.expired()
+        dead = []
+        for tid, error, since in expired:
+            st, t = self.status[tid], self.spec.tasks[tid]
+            number = max(st.attempts + 1, len(st.history) + 1, st.ordinal + 1)
+            entry = {"attempt": number, "started": since, "ended": self.wall(),
+                     "error": error.to_dict()}
+            st.history.append(entry)
+            if should_retry(t.retry, error.all_types, st.attempts + 1):
+                delay = retry_delay(t.retry, st.attempts + 1, self.rng)
+                self._transition(tid, TaskState.RETRYING, attempt=entry, error=error,
+                                 attempts=st.attempts + 1, ordinal=number,
+                                 retry_at=self.wall() + delay)
+                heapq.heappush(self.timers, (self.clock() + delay, next(self._seq), tid))
+            else:
+                self._transition(tid, TaskState.DEAD_LETTERED, attempt=entry, error=error,
+                                 attempts=st.attempts + 1, ordinal=number)
+                dead.append(tid)
+        for tid in dead:
+            self._skip_descendants(tid)
+        if records or expired:
+            self._commit()
+            for rec in records:
+                self.bus.note(f"event {rec['name']} emitted ({rec['source']})")
+        remove_inbox_files(files)  # only once their records are on disk
+        for tid in waits.released():
+            self._push_ready(tid)
+
+    def _take_carried(self) -> list[tuple[str, dict[str, Any], float]]:
+        if not self._carried:
+            return []
+        at = {r["task"]: r["at"] for r in self._records if r.get("state") == "completed"}
+        out = [(tid, state, at.get(tid, self.wall())) for tid, state in self._carried.items()]
+        self._carried.clear()
+        return out
+
+    def _save_states(self, saved: list[tuple[str, dict[str, Any], float]]) -> None:
+        """After the completed records (which carry the states) are on disk."""
+        assert self.states is not None
+        for tid, state, at in saved:
+            self.states.save(self.spec.name, tid, state, at=at, run=self.run_id)
 
     def _gate_due(self, gate: Gate) -> None:
         """Tasks the gate lets go rejoin the ready heap; those it held too long
@@ -399,6 +475,8 @@ class Scheduler:
             rec["number"] = number
         if st.state in (TaskState.RETRYING, TaskState.CANCELLED) and st.retry_at is not None:
             rec["retry_at"] = st.retry_at
+        if output and tid in self._carried:
+            rec["saved_state"] = self._carried[tid]  # state across runs (kinds/state.py)
         return rec
 
     def result(self) -> RunResult:

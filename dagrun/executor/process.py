@@ -100,6 +100,7 @@ class ProcessExecutor:
         self._next_id = 0
         self._closing = False
         self._wakeup_fds: list[int] = []
+        self._emitted: list[tuple[str, str]] = []  # (task, event) sent by running tasks
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> ProcessExecutor:
@@ -207,6 +208,11 @@ class ProcessExecutor:
         else:
             self._sel.register(worker.pidfd, selectors.EVENT_READ, _Exited(worker))
 
+    def take_emitted(self) -> list[tuple[str, str]]:
+        """Events running tasks emitted (dagrun.emit) since the last call."""
+        out, self._emitted = self._emitted, []
+        return out
+
     def add_wakeup_fd(self, fd: int) -> None:
         self._wakeup_fds.append(fd)
         self._sel.register(fd, selectors.EVENT_READ, None)
@@ -256,6 +262,7 @@ class ProcessExecutor:
             "id": msg_id, "run_id": attempt.run_id, "task": attempt.task_id,
             "attempt": attempt.number, "call": attempt.call, "kwargs": attempt.kwargs,
             "memory_limit": attempt.memory_limit,
+            **({} if attempt.state is None else {"state": attempt.state}),
         }, msg_id)
         if not worker.inflight:
             worker.head_started = time.monotonic()
@@ -325,7 +332,11 @@ class ProcessExecutor:
         for key, _ in self._sel.select(timeout):
             worker = key.data
             if worker is None:
-                _drain(key.fd)
+                if not _drain(key.fd):
+                    # Closed by its owner while still registered (the signal pipe,
+                    # closed before shutdown() at the end of a run): forget it.
+                    self._sel.unregister(key.fd)
+                    self._wakeup_fds.remove(key.fd)
                 continue
             # Identity, not fd number: a reaped worker's fds may already be reused
             # by its replacement within this same batch of events.
@@ -374,6 +385,9 @@ class ProcessExecutor:
                                        worker.inflight[0][0] if worker.inflight else None)
                 if body is None:
                     break
+                if body.startswith(b'{"emit":'):  # dagrun.emit() while the task runs
+                    self._emitted.append((worker.inflight[0][1].task_id, _emit_name(body)))
+                    continue
                 msg = _result_message(body)
             except wire.FrameError as exc:
                 # Bytes dagrun did not write (the task wrote to the inherited pipe)
@@ -419,6 +433,7 @@ class ProcessExecutor:
             task_id=attempt.task_id, number=attempt.number, output=msg.get("output"),
             error=TaskError.from_dict(error),
             started=msg.get("started", 0.0), ended=msg.get("ended", 0.0),
+            state=msg.get("state"),
         )
 
     def _enforce_deadlines(self, results: list[AttemptResult]) -> None:
@@ -554,7 +569,21 @@ def _result_message(body: bytes) -> dict:
                                             for k in ("type", "message", "traceback"))
             and isinstance(error.get("types", []), list)):
         raise wire.FrameError("a result whose 'error' is not an error")
+    if not isinstance(msg.get("state", {}), dict):
+        raise wire.FrameError("a result whose 'state' is not an object")
     return msg
+
+
+def _emit_name(body: bytes) -> str:
+    from dagrun.kinds.events import EVENT_NAME
+
+    try:
+        name = orjson.loads(body).get("emit")
+    except orjson.JSONDecodeError:
+        raise wire.FrameError("a frame whose body is not JSON") from None
+    if not isinstance(name, str) or not EVENT_NAME.fullmatch(name):
+        raise wire.FrameError("an event frame without a valid event name")
+    return name
 
 
 def _secs(value: float | None) -> str:
@@ -577,9 +606,13 @@ def _close(fd: int) -> None:
         pass
 
 
-def _drain(fd: int) -> None:
+def _drain(fd: int) -> bool:
+    """Empty a wake-up fd; False if it is no longer open."""
     try:
         while os.read(fd, 4096):
             pass
     except (BlockingIOError, InterruptedError):
         pass
+    except OSError:
+        return False
+    return True

@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 import orjson
 
 from dagrun.executor import wire
+from dagrun.kinds import events, state
 
 _PR_SET_PDEATHSIG = 1
 
@@ -112,6 +113,7 @@ def _serve(req_fd: int, res_fd: int) -> None:
 
     functions: dict[str, Any] = {}
     me = os.getpid()
+    events.bind_pipe(res_fd)  # dagrun.emit() from a task
     while True:
         header = wire.read_exact(req_fd, wire.HEADER.size)
         if header is None:
@@ -143,7 +145,11 @@ def _run_one(msg: dict[str, Any], functions: dict[str, Any],
         fn = functions.get(msg["call"])
         if fn is None:
             fn = functions[msg["call"]] = resolve(msg["call"])
-        value = fn(**msg["kwargs"])
+        kwargs, carried = state.task_kwargs(msg)
+        with events.in_task(msg["id"]):
+            value = fn(**kwargs)
+        if carried is not None:
+            head["state"] = state.checked(carried)
         try:
             # Serialised three levels deep, as the journal record and a downstream
             # request will hold it, so that a too-deeply nested output fails here,

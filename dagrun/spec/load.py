@@ -35,8 +35,9 @@ PIPELINE_KEYS = ("name", "description", "workers", "deadline", "durability",
 POLICY_KEYS = (
     "timeout", "timeout_grace", "retries", "retry_delay", "retry_backoff", "retry_max_delay",
     "retry_jitter", "retry_on", "no_retry_on", "priority", "memory_limit", "breaker",
+    "event_timeout",
 )
-TASK_KEYS = ("call", "deps", "inputs", "kwargs", *POLICY_KEYS)
+TASK_KEYS = ("call", "deps", "inputs", "kwargs", *POLICY_KEYS, "wait_for")
 BREAKER_KEYS = ("failure_threshold", "cooldown", "success_threshold", "max_wait")
 
 
@@ -263,6 +264,10 @@ def _parse_task(tid: str, tdoc: Any, defaults: Mapping[str, Any],
         policy = _parse_policy({**defaults, **tdoc}, breakers, ctx)
     else:
         policy = shared["policy"]
+    if "wait_for" in tdoc or "event_timeout" in tdoc:
+        from dagrun.kinds import events
+
+        policy = {**policy, **events.parse_keys(tdoc, defaults, ctx)}
     return TaskSpec(id=tid, call=call, deps=tuple(deps), inputs=dict(inputs), kwargs=kwargs,
                     **policy)
 

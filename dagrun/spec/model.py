@@ -43,6 +43,8 @@ class TaskSpec:
     retry: RetryPolicy = RetryPolicy()
     memory_limit: int | None = None
     breaker: str | None = None
+    wait_for: tuple[str, ...] = ()  # events (kinds/events.py)
+    event_timeout: float | None = None
 
     def definition(self) -> dict[str, Any]:
         """What decides the task's output: a change here means the task must re-run."""

@@ -63,6 +63,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dagrun.graph import dependents_map, descendants
+from dagrun.kinds.events import EVENT_NAME
 from dagrun.model import TaskError, TaskState, TaskStatus
 from dagrun.spec import PipelineSpec
 from dagrun.store.records import RUN_FORMAT
@@ -96,6 +97,7 @@ class Folded:
     malformed: int = 0  # checksummed records whose shape is wrong (other versions)
     foreign: int = 0  # records of another run (or of an earlier run of the same id)
     broken: dict[str, int] = field(default_factory=dict)  # task -> line of its first break
+    events: set[str] = field(default_factory=set)  # emitted in this run (kinds/events.py)
 
 
 def fold(records: Sequence[dict[str, Any]], digests: Sequence[str], task_ids: Mapping[str, Any],
@@ -120,6 +122,12 @@ def fold(records: Sequence[dict[str, Any]], digests: Sequence[str], task_ids: Ma
             if rec.get("kind") == "run" and isinstance(rec.get("status"), str):
                 out.run_record = rec
                 out.unsettled_letters.clear()
+            elif rec.get("kind") == "event":
+                name = rec.get("name")
+                if isinstance(name, str) and EVENT_NAME.fullmatch(name):
+                    out.events.add(name)
+                else:
+                    out.malformed += 1
             continue
         if not isinstance(tid, str) or tid not in task_ids:
             continue  # a task removed by `resume --spec`
@@ -188,6 +196,8 @@ def _well_formed(rec: dict[str, Any], limit: float) -> bool:
         return False
     if "number" in rec and not _count(rec["number"], 1):
         return False
+    if "saved_state" in rec and not (state == "completed" and isinstance(rec["saved_state"], dict)):
+        return False
     retry_at = rec.get("retry_at")
     if retry_at is not None and not (_number(retry_at) and 0 <= retry_at <= limit):
         return False
@@ -209,6 +219,7 @@ class Repaired:
     previously: str | None  # the status in the run's last run record, if any
     unsettled_letters: set[str] = field(default_factory=set)
     heads: dict[str, str] = field(default_factory=dict)  # where each task's chain goes on
+    events: set[str] = field(default_factory=set)  # emitted in the run so far
 
 
 class _Lines:

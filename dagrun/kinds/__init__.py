@@ -1,0 +1,1 @@
+"""Task kinds beyond a plain call, one module each, plugged into the scheduler."""
