@@ -48,6 +48,12 @@ class StateIOError(DagrunError):
     exit_code = EXIT_STATE_IO
 
 
+class UnsafeStateFile(DagrunError):
+    """A state file is a symlink or not a regular file: refused, never followed."""
+
+    exit_code = EXIT_USAGE
+
+
 class ExecutorLost(DagrunError):
     """The executor could not be started or reached (e.g. no worker could be forked)."""
 

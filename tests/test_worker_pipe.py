@@ -7,7 +7,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from dagrun.executor import process, wire
+from dagrun.executor import wire
 
 KINDS = ["not_json", "not_dict", "huge_length", "text"]
 
@@ -89,9 +89,9 @@ def test_a_header_is_judged_before_its_body_arrives(buf, expected, says):
 ])
 def test_a_result_body_with_the_wrong_shape_is_a_protocol_error(body, says):
     with pytest.raises(wire.FrameError, match=says):
-        process._result_message(body)
+        wire.result_message(body)
 
 
 def test_a_well_formed_result_passes():
     body = orjson.dumps({"started": 1.0, "ended": 2, "output": [1]})
-    assert process._result_message(wire.take_frame(_frame(body), 7))["output"] == [1]
+    assert wire.result_message(wire.take_frame(_frame(body), 7))["output"] == [1]

@@ -6,6 +6,16 @@ workers outlive a killed parent. Here each worker is its own process group
 with one request pipe and one result pipe; the parent (single-threaded)
 enforces deadlines by signalling the group — SIGTERM, then SIGKILL after the
 grace — reaps it, and forks a replacement. Messages are orjson, never pickles.
+
+    dagrun (this process, one thread)            one worker's process group
+    submit() ---- request pipe: wire frames ---> worker (worker.py): a task
+    poll()   <--- result pipe: wire frames ----- at a time, PREFETCH queued
+    poll()   <--- pidfd readable: it exited ---- worker
+    lifeline pipe, never written --------------> sentinel: EOF (dagrun died)
+                                                 -> SIGKILL to the group
+    deadline, cancel: killpg SIGTERM, grace, SIGKILL; reap; fork a new one
+
+Forking, killing and reaping are in procs.py, the frames in wire.py.
 """
 
 from __future__ import annotations
@@ -13,17 +23,14 @@ from __future__ import annotations
 import os
 import selectors
 import signal
-import sys
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from dagrun.executor import wire
+from dagrun.executor import procs, wire
 from dagrun.executor.base import clamp_wait
 from dagrun.model import Attempt, AttemptResult, TaskError
 
@@ -31,7 +38,6 @@ from dagrun.model import Attempt, AttemptResult, TaskError
 # for short tasks. A queued task's deadline starts when the parent reads the
 # result of the task before it, so it can only be late, never early.
 PREFETCH = 1
-WORKER_LOST_PIPE = 70  # worker.py's exit code when its own loop fails
 SHORT_TASK = 0.005  # seconds
 # After a failed fork (EAGAIN: a process limit; ENOMEM), how long until the next
 # try: often enough to recover soon, rarely enough not to spin on a full table.
@@ -39,47 +45,17 @@ RESPAWN_DELAY = 1.0  # seconds
 
 
 @dataclass(eq=False)
-class _Worker:
-    pid: int
-    req_fd: int
-    res_fd: int
-    sentinel: int
-    pidfd: int = -1  # readable when the worker exits (Linux >= 5.3), see _spawn
-    buf: bytearray = field(default_factory=bytearray)
-    out: bytearray = field(default_factory=bytearray)  # request bytes not yet written
-    writing: bool = False  # req_fd registered for EVENT_WRITE
-    eof: bool = False  # result pipe closed; waiting for the pidfd to reap
-    inflight: deque[tuple[int, Attempt]] = field(default_factory=deque)
-    head_started: float = 0.0  # when the first in-flight attempt started (parent clock)
-    head_wall: float = 0.0  # the same, wall clock: the start of an attempt that dies
-    done: int = 0
-    kill_reason: str | None = None  # "timeout" | "cancel" | "memory" while being killed
-    kill_at: float | None = None
-    killed_hard: bool = False
-    retiring: bool = False
-    protocol_detail: str = ""  # what was wrong on the result pipe (kill_reason "protocol")
-    last_duration: float = 1.0  # of its last task; unknown counts as long
-
-    @property
-    def deadline(self) -> float | None:
-        if not self.inflight or self.kill_reason:
-            return None
-        timeout = self.inflight[0][1].timeout
-        return None if timeout is None else self.head_started + timeout
-
-
-@dataclass(eq=False)
 class _Exited:
     """Selector data of a worker's pidfd."""
 
-    worker: _Worker
+    worker: procs.Worker
 
 
 @dataclass(eq=False)
 class _Writable:
     """Selector data of a worker's request pipe while a request is being sent."""
 
-    worker: _Worker
+    worker: procs.Worker
 
 
 class ProcessExecutor:
@@ -94,7 +70,7 @@ class ProcessExecutor:
         self._respawn_at = 0.0
         self._fork_error = ""
         self._warned: set[str] = set()
-        self._workers: dict[int, _Worker] = {}  # by result fd
+        self._workers: dict[int, procs.Worker] = {}  # by result fd
         self._sel = selectors.DefaultSelector()
         self._lifeline_r = self._lifeline_w = -1
         self._next_id = 0
@@ -144,68 +120,14 @@ class ProcessExecutor:
             self.notify(f"warning: {text}")
 
     def _spawn(self) -> None:
-        if threading.active_count() > 1:
-            names = sorted(t.name for t in threading.enumerate()
-                           if t is not threading.current_thread())
+        if names := procs.other_threads():
             self._warn(f"{len(names)} thread(s) run in dagrun when it forks workers "
                        f"({', '.join(names[:3])}), probably started by a task module at "
                        "import; a worker may deadlock on a lock such a thread held")
-        req_r, req_w = os.pipe()
-        res_r, res_w = os.pipe()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()  # else the child would inherit and re-flush our buffers
-            except Exception:
-                pass
-        parent = os.getpid()
-        try:
-            pid = os.fork()
-        except OSError:
-            for fd in (req_r, req_w, res_r, res_w):
-                _close(fd)
-            raise
-        if pid == 0:
-            from dagrun.executor.worker import worker_main
-
-            worker_main(req_r, res_w, self._lifeline_r, parent, self.base_dir)
-        os.close(req_r)
-        os.close(res_w)
-        try:
-            os.setpgid(pid, pid)  # also done by the child: whichever runs first wins
-        except OSError:
-            pass
-        try:
-            sentinel = os.fork()
-        except OSError:
-            # Without its sentinel the worker's group could outlive dagrun: drop it.
-            _killpg(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            _close(req_w)
-            _close(res_r)
-            raise
-        if sentinel == 0:
-            from dagrun.executor.worker import sentinel_main
-
-            sentinel_main(self._lifeline_r, pid)
-        try:
-            os.setpgid(sentinel, pid)
-        except OSError:
-            pass
-        os.set_blocking(res_r, False)
-        # Never block on a worker: a busy worker may itself be blocked writing a
-        # result we would not read while stuck in write() (a deadlock).
-        os.set_blocking(req_w, False)
-        worker = _Worker(pid=pid, req_fd=req_w, res_fd=res_r, sentinel=sentinel)
-        self._workers[res_r] = worker
-        self._sel.register(res_r, selectors.EVENT_READ, worker)
-        # EOF on the result pipe is not enough to see a worker die: a process its
-        # task forked (multiprocessing's fork) inherits the pipe and keeps it open.
-        # A pidfd becomes readable when the worker itself exits.
-        try:
-            worker.pidfd = os.pidfd_open(pid)
-        except (AttributeError, OSError):
-            pass  # old kernel: pipe EOF only
-        else:
+        worker = procs.spawn(self._lifeline_r, self.base_dir)
+        self._workers[worker.res_fd] = worker
+        self._sel.register(worker.res_fd, selectors.EVENT_READ, worker)
+        if worker.pidfd >= 0:
             self._sel.register(worker.pidfd, selectors.EVENT_READ, _Exited(worker))
 
     def take_emitted(self) -> list[tuple[str, str]]:
@@ -221,28 +143,28 @@ class ProcessExecutor:
         self._closing = True
         for w in list(self._workers.values()):
             self._stop_writing(w)
-            _close(w.req_fd)  # an idle worker exits when its pipe closes
+            procs.close(w.req_fd)  # an idle worker exits when its pipe closes
             w.req_fd = -1  # closed: the number may be reused by the next fd opened
         end = time.monotonic() + 2.0
         while self._workers and time.monotonic() < end:
             self._wait(0.05)
         for w in list(self._workers.values()):
-            _killpg(w.pid, signal.SIGKILL)
+            procs.killpg(w.pid, signal.SIGKILL)
         while self._workers:
             self._wait(0.05)
         for fd in self._wakeup_fds:
             self._sel.unregister(fd)
         self._wakeup_fds.clear()
         self._sel.close()
-        _close(self._lifeline_r)
-        _close(self._lifeline_w)
+        procs.close(self._lifeline_r)
+        procs.close(self._lifeline_w)
 
     # ------------------------------------------------------------ dispatch
 
     def free_slots(self) -> int:
         return sum(1 for w in self._workers.values() if self._accepts(w))
 
-    def _accepts(self, w: _Worker) -> bool:
+    def _accepts(self, w: procs.Worker) -> bool:
         if w.kill_reason or w.retiring:
             return False
         limit = self.max_tasks_per_worker
@@ -271,7 +193,7 @@ class ProcessExecutor:
         worker.out += payload
         self._flush(worker)
 
-    def _flush(self, worker: _Worker) -> None:
+    def _flush(self, worker: procs.Worker) -> None:
         """Write what the pipe takes now; the selector resumes when it has room."""
         out = worker.out
         while out:
@@ -291,7 +213,7 @@ class ProcessExecutor:
         elif not out:
             self._stop_writing(worker)
 
-    def _stop_writing(self, worker: _Worker) -> None:
+    def _stop_writing(self, worker: procs.Worker) -> None:
         if worker.writing:
             worker.writing = False
             try:
@@ -299,7 +221,7 @@ class ProcessExecutor:
             except (KeyError, ValueError):
                 pass
 
-    def _pick(self) -> _Worker:
+    def _pick(self) -> procs.Worker:
         queued = None
         for w in self._workers.values():
             if not w.inflight and self._accepts(w):
@@ -332,7 +254,7 @@ class ProcessExecutor:
         for key, _ in self._sel.select(timeout):
             worker = key.data
             if worker is None:
-                if not _drain(key.fd):
+                if not procs.drain(key.fd):
                     # Closed by its owner while still registered (the signal pipe,
                     # closed before shutdown() at the end of a run): forget it.
                     self._sel.unregister(key.fd)
@@ -366,7 +288,7 @@ class ProcessExecutor:
                     nearest = t
         return nearest
 
-    def _read(self, worker: _Worker, results: list[AttemptResult]) -> None:
+    def _read(self, worker: procs.Worker, results: list[AttemptResult]) -> None:
         eof = False
         while True:
             try:
@@ -388,7 +310,7 @@ class ProcessExecutor:
                 if body.startswith(b'{"emit":'):  # dagrun.emit() while the task runs
                     self._emitted.append((worker.inflight[0][1].task_id, _emit_name(body)))
                     continue
-                msg = _result_message(body)
+                msg = wire.result_message(body)
             except wire.FrameError as exc:
                 # Bytes dagrun did not write (the task wrote to the inherited pipe)
                 # or an answer nobody asked for: the worker can no longer be trusted.
@@ -406,15 +328,15 @@ class ProcessExecutor:
             else:
                 self._reap(worker, results)
 
-    def _protocol_error(self, worker: _Worker, detail: str) -> None:
+    def _protocol_error(self, worker: procs.Worker, detail: str) -> None:
         worker.protocol_detail = detail
         if worker.kill_reason is None or worker.kill_reason == "timeout":
             worker.kill_reason = "protocol"  # a cancel stays a cancel
         if not worker.killed_hard:
             worker.killed_hard = True
-            _killpg(worker.pid, signal.SIGKILL)
+            procs.killpg(worker.pid, signal.SIGKILL)
 
-    def _finish(self, worker: _Worker, msg: dict) -> AttemptResult:
+    def _finish(self, worker: procs.Worker, msg: dict) -> AttemptResult:
         _, attempt = worker.inflight.popleft()
         worker.done += 1
         worker.last_duration = msg.get("ended", 0.0) - msg.get("started", 0.0)
@@ -426,7 +348,7 @@ class ProcessExecutor:
                 and not worker.retiring):
             worker.retiring = True  # finishes what it holds, then exits on EOF
             self._stop_writing(worker)
-            _close(worker.req_fd)
+            procs.close(worker.req_fd)
             worker.req_fd = -1  # closed: the number may be reused by the next fd opened
         error = msg.get("error")
         return AttemptResult(
@@ -444,38 +366,29 @@ class ProcessExecutor:
                 self._begin_kill(w, "timeout", w.inflight[0][1].timeout_grace, now)
             if w.kill_at is not None and now >= w.kill_at and not w.killed_hard:
                 w.killed_hard = True
-                _killpg(w.pid, signal.SIGKILL)
+                procs.killpg(w.pid, signal.SIGKILL)
 
-    def _begin_kill(self, w: _Worker, reason: str, grace: float, now: float) -> None:
+    def _begin_kill(self, w: procs.Worker, reason: str, grace: float, now: float) -> None:
         w.kill_reason = reason
         if grace <= 0:
             w.killed_hard = True
-            _killpg(w.pid, signal.SIGKILL)
+            procs.killpg(w.pid, signal.SIGKILL)
         else:
-            _killpg(w.pid, signal.SIGTERM)
+            procs.killpg(w.pid, signal.SIGTERM)
             w.kill_at = now + grace
 
-    def _reap(self, worker: _Worker, results: list[AttemptResult]) -> None:
+    def _reap(self, worker: procs.Worker, results: list[AttemptResult]) -> None:
         """The worker's result pipe closed: it exited. Report, clean up, replace."""
-        try:
-            _, status = os.waitpid(worker.pid, 0)
-        except ChildProcessError:
-            status = 0
-        # Whatever the task started lives in the worker's group: it goes too.
-        _killpg(worker.pid, signal.SIGKILL)
-        try:
-            os.waitpid(worker.sentinel, 0)
-        except ChildProcessError:
-            pass
+        status = procs.reap(worker.pid, worker.sentinel)
         if not worker.eof:
             self._sel.unregister(worker.res_fd)
         self._stop_writing(worker)
         if worker.pidfd >= 0:
             self._sel.unregister(worker.pidfd)
-            _close(worker.pidfd)
+            procs.close(worker.pidfd)
         del self._workers[worker.res_fd]
-        _close(worker.res_fd)
-        _close(worker.req_fd)
+        procs.close(worker.res_fd)
+        procs.close(worker.req_fd)
         now = time.time()
         first = True
         while worker.inflight:
@@ -491,39 +404,11 @@ class ProcessExecutor:
                                              started=now, ended=now))
             else:
                 results.append(AttemptResult(attempt.task_id, attempt.number,
-                                             error=self._death_error(worker, attempt, status),
+                                             error=procs.death_error(worker, attempt, status),
                                              started=worker.head_wall or now, ended=now))
         if not self._closing:
             self._missing += 1
             self._replenish()
-
-    @staticmethod
-    def _death_error(worker: _Worker, attempt: Attempt, status: int) -> TaskError:
-        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-        if worker.kill_reason == "protocol":
-            return TaskError("WorkerCrashed", "the task wrote to dagrun's result pipe "
-                             f"(the worker's inherited fd; dagrun read {worker.protocol_detail}), "
-                             "so its worker was killed", exit_code=code, signal=sig)
-        if worker.kill_reason == "timeout":
-            how = ("SIGKILL after the grace period" if worker.killed_hard and attempt.timeout_grace
-                   else "SIGKILL" if worker.killed_hard else "SIGTERM")
-            return TaskError("TaskTimeout", f"timed out after {_secs(attempt.timeout)}; "
-                             f"the task's process group was killed ({how})",
-                             exit_code=code, signal=sig)
-        if sig is not None:
-            name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else sig
-            hint = " — possibly out of memory" if sig == signal.SIGKILL else ""
-            if sig == signal.SIGSEGV:
-                hint = " (segmentation fault)"
-            return TaskError("WorkerCrashed", f"the task's process was killed by {name}{hint}",
-                             exit_code=code, signal=sig)
-        if code == WORKER_LOST_PIPE:
-            return TaskError("WorkerCrashed", "the task closed or broke its worker's pipes to "
-                             "dagrun (e.g. os.closerange), so its result could not be sent",
-                             exit_code=code, signal=None)
-        return TaskError("WorkerCrashed", f"the task's process exited with code {code} "
-                         "before returning a result", exit_code=code, signal=None)
 
     # ------------------------------------------------------------ cancellation
 
@@ -549,29 +434,7 @@ class ProcessExecutor:
         for w in self._workers.values():
             if w.kill_reason and not w.killed_hard:
                 w.killed_hard = True
-                _killpg(w.pid, signal.SIGKILL)
-
-
-def _result_message(body: bytes) -> dict:
-    """The worker's result as a dict whose fields have the types _finish reads."""
-    try:
-        msg = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise wire.FrameError("a frame whose body is not JSON") from None
-    if not isinstance(msg, dict):
-        raise wire.FrameError(f"a frame whose body is a JSON {type(msg).__name__}, not an object")
-    for key in ("started", "ended"):
-        if not isinstance(msg.get(key), (int, float)) or isinstance(msg[key], bool):
-            raise wire.FrameError(f"a result whose {key!r} is not a number")
-    error = msg.get("error")
-    if error is not None and not (
-            isinstance(error, dict) and all(isinstance(error.get(k, ""), str)
-                                            for k in ("type", "message", "traceback"))
-            and isinstance(error.get("types", []), list)):
-        raise wire.FrameError("a result whose 'error' is not an error")
-    if not isinstance(msg.get("state", {}), dict):
-        raise wire.FrameError("a result whose 'state' is not an object")
-    return msg
+                procs.killpg(w.pid, signal.SIGKILL)
 
 
 def _emit_name(body: bytes) -> str:
@@ -584,35 +447,3 @@ def _emit_name(body: bytes) -> str:
     if not isinstance(name, str) or not EVENT_NAME.fullmatch(name):
         raise wire.FrameError("an event frame without a valid event name")
     return name
-
-
-def _secs(value: float | None) -> str:
-    if value is None:
-        return "?"
-    return f"{value:g}s"
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _close(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
-
-
-def _drain(fd: int) -> bool:
-    """Empty a wake-up fd; False if it is no longer open."""
-    try:
-        while os.read(fd, 4096):
-            pass
-    except (BlockingIOError, InterruptedError):
-        pass
-    except OSError:
-        return False
-    return True

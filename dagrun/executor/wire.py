@@ -83,3 +83,25 @@ def read_exact(fd: int, size: int) -> bytes | None:
         chunks.append(chunk)
         size -= len(chunk)
     return b"".join(chunks)
+
+
+def result_message(body: bytes) -> dict:
+    """A worker's result as a dict whose fields have the types the parent reads."""
+    try:
+        msg = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise FrameError("a frame whose body is not JSON") from None
+    if not isinstance(msg, dict):
+        raise FrameError(f"a frame whose body is a JSON {type(msg).__name__}, not an object")
+    for key in ("started", "ended"):
+        if not isinstance(msg.get(key), (int, float)) or isinstance(msg[key], bool):
+            raise FrameError(f"a result whose {key!r} is not a number")
+    error = msg.get("error")
+    if error is not None and not (
+            isinstance(error, dict) and all(isinstance(error.get(k, ""), str)
+                                            for k in ("type", "message", "traceback"))
+            and isinstance(error.get("types", []), list)):
+        raise FrameError("a result whose 'error' is not an error")
+    if not isinstance(msg.get("state", {}), dict):
+        raise FrameError("a result whose 'state' is not an object")
+    return msg

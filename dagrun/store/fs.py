@@ -14,17 +14,11 @@ import os
 import stat
 from pathlib import Path
 
-from dagrun.errors import EXIT_USAGE, DagrunError, StateIOError
+from dagrun.errors import StateIOError, UnsafeStateFile
 
 # O_NONBLOCK: opening a FIFO planted in place of a state file must not hang;
 # it changes nothing for the regular files we accept.
 _SAFE = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-
-
-class UnsafeStateFile(DagrunError):
-    """A state file is a symlink or not a regular file: refused, never followed."""
-
-    exit_code = EXIT_USAGE
 
 
 def describe_os_error(exc: OSError) -> str:
