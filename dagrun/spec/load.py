@@ -155,7 +155,7 @@ def parse_document(doc: Any, *, source: str = "<pipeline>", default_name: str = 
         breakers[bname] = BreakerSpec(
             name=bname,
             failure_threshold=_opt_int(bdoc, "failure_threshold", bctx, minimum=1) or 5,
-            cooldown=_required_duration(bdoc, "cooldown", bctx, BreakerSpec.cooldown),
+            cooldown=_required_duration(bdoc, "cooldown", bctx, _BREAKER_DEFAULTS.cooldown),
             success_threshold=_opt_int(bdoc, "success_threshold", bctx, minimum=1) or 1,
             max_wait=_opt_duration(bdoc, "max_wait", bctx),
         )
@@ -382,6 +382,10 @@ def _opt_int(doc: Mapping[str, Any], key: str, ctx: str, *, minimum: int) -> int
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise SpecError(f"{ctx}: {key!r} must be {kind}, got {value!r}")
     return value
+
+
+# Slotted dataclasses keep no class-level defaults: read them off an instance.
+_BREAKER_DEFAULTS = BreakerSpec(name="defaults")
 
 
 def _required_duration(doc: Mapping[str, Any], key: str, ctx: str, default: float) -> float:
