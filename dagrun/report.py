@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from dagrun.events import Event, Note, RunFinished, RunStarted, TaskChanged
+from dagrun.kinds.triggers import describe as describe_skip
 from dagrun.model import RunResult, TaskState, TaskStatus
 from dagrun.spec import PipelineSpec
 
@@ -88,7 +89,7 @@ class PlainReporter(QuietReporter):
         if change.new in (TaskState.DEAD_LETTERED, TaskState.RETRYING) and change.error:
             line += f" (attempt {change.attempts}): {change.error.summary()}"
         elif change.new == TaskState.SKIPPED:
-            line += f" (upstream {change.reason} failed)"
+            line += f" ({describe_skip(change.reason)})"
         print(line, file=self.stream, flush=True)
 
     def finish(self, result: RunResult) -> None:
