@@ -154,7 +154,7 @@ def test_one_success_waits_for_every_upstream(tmp_path: Path) -> None:
     assert seen == ["fast", "slow", "t"]
 
 
-def test_condition_false_uses_no_attempt_after_failures(tmp_path: Path) -> None:
+def test_condition_false_uses_no_attempt(tmp_path: Path) -> None:
     p = Pipeline("cond")
     p.task("t", "m:f", when="m:no", retries=2, retry_delay=1)
     result, _ = run(tmp_path, p)
