@@ -102,6 +102,9 @@ def _check_callables(spec: PipelineSpec) -> None:
                 raise SpecError(f"{where}: task {t.id!r}: importing {t.call!r} failed: "
                                 f"{type(exc).__name__}: {exc}") from None
         _check_signature(t, fn, where)
+    from dagrun.kinds import conditions  # after the calls: their errors come first
+
+    conditions.check(spec.tasks.values(), where, resolve)
 
 
 def _check_signature(t: TaskSpec, fn: Callable[..., Any], where: str) -> None:

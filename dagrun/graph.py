@@ -135,6 +135,7 @@ def _tree(spec: PipelineSpec) -> str:
                 extra.append("after " + ", ".join(t.deps))
             if t.priority:
                 extra.append(f"priority {t.priority}")
+            extra += _kind_notes(t)
             children = [c for c in dependents[tid] if tasks[c].deps[0] == tid]
             if children and depth >= TREE_MAX_DEPTH:
                 extra.append("continued below")
@@ -150,7 +151,7 @@ def _tree(spec: PipelineSpec) -> str:
 
 def _dot(spec: PipelineSpec) -> str:
     lines = [f'digraph "{spec.name}" {{', "  rankdir=LR;"]
-    lines += [f'  "{tid}";' for tid in spec.tasks]
+    lines += [f'  "{tid}"{_dot_label(t)};' for tid, t in spec.tasks.items()]
     lines += [f'  "{d}" -> "{t.id}";' for t in spec.tasks.values() for d in t.deps]
     lines.append("}")
     return "\n".join(lines)
@@ -159,6 +160,25 @@ def _dot(spec: PipelineSpec) -> str:
 def _mermaid(spec: PipelineSpec) -> str:
     ids = {tid: f"t{i}" for i, tid in enumerate(spec.tasks)}
     lines = ["graph LR"]
-    lines += [f'  {ids[tid]}["{tid}"]' for tid in spec.tasks]
+    lines += [f'  {ids[tid]}["{_label(t)}"]' for tid, t in spec.tasks.items()]
     lines += [f"  {ids[d]} --> {ids[t.id]}" for t in spec.tasks.values() for d in t.deps]
     return "\n".join(lines)
+
+
+def _kind_notes(t: TaskSpec) -> list[str]:
+    """What a task kind adds to its drawing: non-default trigger rules, conditions."""
+    notes = []
+    if t.trigger != "all_success":
+        notes.append(f"trigger {t.trigger}")
+    if t.when is not None:
+        notes.append(f"when {t.when}")
+    return notes
+
+
+def _label(t: TaskSpec) -> str:
+    notes = _kind_notes(t)
+    return f"{t.id} ({'; '.join(notes)})" if notes else t.id
+
+
+def _dot_label(t: TaskSpec) -> str:
+    return f' [label="{_label(t)}"]' if t.trigger != "all_success" or t.when else ""

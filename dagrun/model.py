@@ -73,6 +73,7 @@ class Attempt:
     timeout_grace: float = 1.0
     memory_limit: int | None = None
     state: dict[str, Any] | None = None  # state across runs, when the callable takes it
+    when: str | None = None  # a condition's predicate, run in the worker first
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,7 @@ class AttemptResult:
     ended: float = 0.0
     cancelled: bool = False  # cut short by dagrun's own cancellation, not a task failure
     state: dict[str, Any] | None = None  # the task's state across runs, as it left it
+    condition_false: bool = False  # the task's `when` said no: skipped, no attempt used
 
     @property
     def ok(self) -> bool:
@@ -105,6 +107,7 @@ class TaskStatus:
     retry_at: float | None = None  # wall clock: when a retrying task's delay ends
     history: list[dict[str, Any]] = field(default_factory=list)
     ordinal: int = 0  # the highest attempt number handed out (DAGRUN_ATTEMPT never repeats)
+    benign: bool = False  # skipped, but not because of a failure (kinds/triggers.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,10 +116,14 @@ class TaskResult:
     attempts: int
     output: Any
     error: str | None
+    reason: str | None = None  # why skipped
 
     def to_dict(self) -> dict[str, Any]:
-        return {"state": self.state, "attempts": self.attempts, "output": self.output,
-                "error": self.error}
+        d = {"state": self.state, "attempts": self.attempts, "output": self.output,
+             "error": self.error}
+        if self.reason is not None:
+            d["reason"] = self.reason
+        return d
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from dagrun.events import Event, Note, RunFinished, RunStarted, TaskChanged
+from dagrun.kinds.triggers import describe as describe_skip
 from dagrun.model import RunResult, TaskState, TaskStatus
 from dagrun.spec import PipelineSpec
 
@@ -94,7 +95,7 @@ class PlainReporter(QuietReporter):
             # The attempt's ordinal, as DAGRUN_ATTEMPT showed it to the task.
             line += f" (attempt {change.attempt or change.attempts}): {change.error.summary()}"
         elif change.new == TaskState.SKIPPED:
-            line += f" (upstream {change.reason} failed)"
+            line += f" ({describe_skip(change.reason)})"
         print(line, file=self.stream, flush=True)
 
     def finish(self, result: RunResult) -> None:

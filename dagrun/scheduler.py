@@ -2,7 +2,8 @@
 
 Outline of Scheduler.run():
 
-    prepare: dependency counts from the tasks' current states; ready heap
+    prepare: counts of upstreams not yet final, from the tasks' current
+             states; tasks with none: their trigger rule -> ready heap or skipped
     loop:
         cancel requested (signal, deadline)?  -> stop running tasks, record, stop
         retry timers that are due            -> ready heap
@@ -13,9 +14,12 @@ Outline of Scheduler.run():
                   record it `running`, submit
         nothing running, ready or waiting    -> done
         poll the executor for results
-        for each result: decide (completed / retry later / dead-letter + skip
-                  its descendants), write every record of the batch in one
-                  journal append, *then* release dependents
+        for each result: decide (completed / retry later / dead-letter /
+                  skipped by its condition); each final task releases its
+                  dependents: one whose upstreams are now all final runs or
+                  is skipped by its trigger rule (kinds/triggers.py), which
+                  releases its own; write every record of the batch in one
+                  journal append before any of them is dispatched
     append the run's final record; return the RunResult
 
 Every state change goes through one method, _transition(): it checks the move
@@ -26,7 +30,8 @@ display, the dead-letter office and every other listener see only what is on
 disk.
 
 Costs are per event, not per task: the ready set is a heap, dependency counts
-are decremented as upstreams complete, and records are appended, never
+are decremented as upstreams become final, a trigger rule looks at a task's
+upstreams once, when the last of them is final, and records are appended, never
 re-read.
 """
 
@@ -46,6 +51,7 @@ from dagrun.kinds import state as carried_state
 from dagrun.kinds.events import EventWaits
 from dagrun.kinds.events import remove as remove_inbox_files
 from dagrun.kinds.state import StateStore
+from dagrun.kinds.triggers import CONDITION_FALSE, ONE_FAILED, decide, skip_text
 from dagrun.model import (
     FINAL_STATES,
     Attempt,
@@ -67,6 +73,9 @@ from dagrun.transitions import apply as apply_transition
 # time passing (the live display's clock, a metrics file) refresh without a
 # thread of their own; 4 wake-ups a second cost nothing measurable.
 LISTENER_TICK = 0.25
+# States after which a task's dependents may be decided (cancelled is final
+# too, but only when the run stops).
+SETTLED = frozenset({TaskState.COMPLETED, TaskState.DEAD_LETTERED, TaskState.SKIPPED})
 
 
 class CancelToken:
@@ -129,7 +138,8 @@ class Scheduler:
         self.gate = gate
         self.notes = notes or []
         self.dependents = dependents_map(spec.tasks)
-        self.waiting: dict[str, int] = {}
+        self.waiting: dict[str, int] = {}  # not-final tasks: upstreams not yet final
+        self.tainted: set[str] = set()  # tasks with an upstream that did not complete
         self.ready: list[tuple[int, int, str]] = []
         self.timers: list[tuple[float, int, str]] = []
         self.running = 0
@@ -175,37 +185,76 @@ class Scheduler:
     # ------------------------------------------------------------ set-up
 
     def _prepare(self) -> None:
-        """Dependency counts and the ready heap from the current states; skips
-        the descendants of tasks already dead-lettered or skipped."""
+        """Counts of upstreams not yet final, from the current states (a resume
+        starts from any mix); tasks with none are decided at once."""
         tasks = self.spec.tasks
-        blocked: list[str] = []
+        status = self.status
         for tid, t in tasks.items():
-            st = self.status[tid]
+            st = status[tid]
             if st.state in FINAL_STATES:
-                if st.state in (TaskState.DEAD_LETTERED, TaskState.SKIPPED):
-                    blocked.append(tid)
                 continue
             if st.state != TaskState.PENDING:
                 self._transition(tid, TaskState.PENDING)
-            self.waiting[tid] = sum(
-                1 for d in t.deps if self.status[d].state != TaskState.COMPLETED)
-        for tid in blocked:
-            self._skip_descendants(tid)
+            n = 0
+            for d in t.deps:
+                state = status[d].state
+                if state not in SETTLED:
+                    n += 1
+                elif state != TaskState.COMPLETED:
+                    self.tainted.add(tid)
+            self.waiting[tid] = n
         now, wall = self.clock(), self.wall()
-        for tid, n in self.waiting.items():
-            st = self.status[tid]
-            if n == 0 and st.state == TaskState.PENDING:
-                if st.retry_at is not None and st.retry_at > wall:
-                    # A retry delay a crash cut short is waited out, not skipped.
-                    self._transition(tid, TaskState.RETRYING)
-                    heapq.heappush(self.timers, (now + st.retry_at - wall, next(self._seq), tid))
-                else:
-                    self._push_ready(tid)
+        for tid in [tid for tid, n in self.waiting.items() if n == 0]:
+            st = status[tid]
+            if st.state != TaskState.PENDING:
+                continue
+            if st.retry_at is not None and st.retry_at > wall:
+                # A retry delay a crash cut short is waited out, not skipped.
+                self._transition(tid, TaskState.RETRYING)
+                heapq.heappush(self.timers, (now + st.retry_at - wall, next(self._seq), tid))
+            elif self._decide(tid):
+                self._release(tid)
 
     def _push_ready(self, tid: str) -> None:
         if self.waits is not None and self.waits.hold(tid):
             return  # its events are not all emitted: it waits here, holding no worker
         heapq.heappush(self.ready, (-self.spec.tasks[tid].priority, next(self._seq), tid))
+
+    def _decide(self, tid: str) -> bool:
+        """All of `tid`'s upstreams are final: its trigger rule puts it on the
+        ready heap or skips it (True: skipped, and so final itself)."""
+        t = self.spec.tasks[tid]
+        if tid not in self.tainted and t.trigger != ONE_FAILED:
+            self._push_ready(tid)  # every upstream completed: any other rule fires
+            return False
+        runs, reason, benign = decide(t.trigger, t.deps, self.status)
+        if runs:
+            self._push_ready(tid)
+            return False
+        self._transition(tid, TaskState.SKIPPED, reason=reason, benign=benign)
+        return True
+
+    def _release(self, final: str) -> None:
+        """`final` has become final: count it off its dependents' waits and decide
+        those left with nothing to wait for; their skips release in turn (a
+        stack, not recursion: a 100k-task chain of skips is fine)."""
+        stack = [final]
+        waiting = self.waiting
+        status = self.status
+        while stack:
+            tid = stack.pop()
+            bad = status[tid].state != TaskState.COMPLETED
+            for child in self.dependents[tid]:
+                n = waiting.get(child)
+                if n is None:
+                    # Already final: a completed task re-run on resume (its own
+                    # record was lost) leaves its completed dependents alone.
+                    continue
+                if bad:
+                    self.tainted.add(child)
+                waiting[child] = n - 1
+                if n == 1 and status[child].state == TaskState.PENDING and self._decide(child):
+                    stack.append(child)
 
     # ------------------------------------------------------------ the loop
 
@@ -284,14 +333,16 @@ class Scheduler:
                              ordinal=number)
             kwargs = dict(t.kwargs)
             for param, upstream in t.inputs.items():
-                kwargs[param] = self.status[upstream].output
+                up = self.status[upstream]
+                # An upstream that did not complete (a trigger rule let this run) gives null.
+                kwargs[param] = up.output if up.state == TaskState.COMPLETED else None
             state_in = None
             if self.states is not None and carried_state.supplied(t):
                 state_in = self.states.load(self.spec.name, tid)
             batch.append(Attempt(
                 run_id=self.run_id, task_id=tid, number=number, call=t.call,
                 kwargs=kwargs, timeout=t.timeout, timeout_grace=t.timeout_grace,
-                memory_limit=t.memory_limit, state=state_in))
+                memory_limit=t.memory_limit, state=state_in, when=t.when))
             free -= 1
         # Written before the tasks start (the timers' `pending` records with
         # them); in durable mode not synced on its own (see store/journal.py:
@@ -304,9 +355,8 @@ class Scheduler:
     # ------------------------------------------------------------ results
 
     def _handle(self, results: list[AttemptResult]) -> None:
-        released: list[str] = []
+        final: list[str] = []
         requeue: list[str] = []
-        dead: list[str] = []
         now = self.clock()
         for r in results:
             self.running -= 1
@@ -326,6 +376,12 @@ class Scheduler:
                                      attempts=st.attempts - 1)
                     requeue.append(tid)
                 continue
+            if r.condition_false:
+                # Its predicate said no: skipped, and the attempt is not counted.
+                self._transition(tid, TaskState.SKIPPED, number=r.number,
+                                 attempts=st.attempts - 1, reason=CONDITION_FALSE, benign=True)
+                final.append(tid)
+                continue
             entry = {"attempt": r.number, "started": r.started, "ended": r.ended,
                      "error": r.error.to_dict() if r.error else None}
             st.history.append(entry)
@@ -334,7 +390,7 @@ class Scheduler:
                     self._carried[tid] = r.state
                 self._transition(tid, TaskState.COMPLETED, attempt=entry, output=r.output,
                                  error=None)
-                released.append(tid)
+                final.append(tid)
             elif should_retry(t.retry, r.error.all_types, st.attempts):
                 delay = retry_delay(t.retry, st.attempts, self.rng)
                 self._transition(tid, TaskState.RETRYING, attempt=entry, error=r.error,
@@ -342,25 +398,17 @@ class Scheduler:
                 heapq.heappush(self.timers, (now + delay, next(self._seq), tid))
             else:
                 self._transition(tid, TaskState.DEAD_LETTERED, attempt=entry, error=r.error)
-                dead.append(tid)
-        for tid in dead:
-            self._skip_descendants(tid)
+                final.append(tid)
+        for tid in final:
+            self._release(tid)
         saved = self._take_carried()
-        self._commit()  # durable before anything acts on it
+        # Durable before anything acts on it: the ready heap is dispatched only
+        # after this, and the skips it decided are in the same append.
+        self._commit()
         if saved:
             self._save_states(saved)
         for tid in requeue:
             self._push_ready(tid)
-        for tid in released:
-            for child in self.dependents[tid]:
-                if child not in self.waiting:
-                    # Already final: a completed task re-run on resume (its own
-                    # record was lost) leaves its completed dependents alone.
-                    continue
-                n = self.waiting[child] - 1
-                self.waiting[child] = n
-                if n == 0 and self.status[child].state == TaskState.PENDING:
-                    self._push_ready(child)
 
     # ------------------------------------------------------------ kinds
 
@@ -391,7 +439,7 @@ class Scheduler:
                                  attempts=st.attempts + 1, ordinal=number)
                 dead.append(tid)
         for tid in dead:
-            self._skip_descendants(tid)
+            self._release(tid)
         if records or expired:
             self._commit()
             for rec in records:
@@ -426,19 +474,8 @@ class Scheduler:
         for tid, error in expired:
             self._transition(tid, TaskState.DEAD_LETTERED, error=error)
         for tid, _ in expired:
-            self._skip_descendants(tid)
+            self._release(tid)
         self._commit()
-
-    def _skip_descendants(self, failed: str) -> None:
-        stack = [failed]
-        cause = failed if self.status[failed].state == TaskState.DEAD_LETTERED else (
-            self.status[failed].reason or failed)
-        while stack:
-            for child in self.dependents[stack.pop()]:
-                if self.status[child].state in FINAL_STATES:
-                    continue
-                self._transition(child, TaskState.SKIPPED, reason=cause)
-                stack.append(child)
 
     def _stop_everything(self) -> None:
         self.bus.note(f"stopping ({self.cancel.reason}): cancelling running tasks")
@@ -469,6 +506,8 @@ class Scheduler:
             rec["error"] = st.error.to_dict()
         if st.reason and st.state in (TaskState.SKIPPED, TaskState.CANCELLED):
             rec["reason"] = st.reason
+            if st.benign and st.state == TaskState.SKIPPED:
+                rec["benign"] = True  # not caused by a failure: the run can succeed
         if attempt is not None:
             rec["attempt"] = attempt
         if number is not None:
@@ -484,11 +523,10 @@ class Scheduler:
         any_failed = False
         for tid, st in self.status.items():
             state = st.state
-            if state in (TaskState.DEAD_LETTERED, TaskState.SKIPPED):
+            if state == TaskState.DEAD_LETTERED or (
+                    state == TaskState.SKIPPED and not st.benign):
                 any_failed = True
-            tasks[tid] = TaskResult(state=state.value, attempts=st.attempts,
-                                    output=st.output if state == TaskState.COMPLETED else None,
-                                    error=error_text(st))
+            tasks[tid] = task_result(st)
         if self.cancel.reason:
             status = RunStatus.CANCELLED
         elif any_failed:
@@ -501,17 +539,23 @@ class Scheduler:
 def stored_result(run_id: str, statuses: Mapping[str, TaskStatus]) -> RunResult:
     """The result of a finished run as its records left it (resume of a
     succeeded run)."""
-    tasks = {tid: TaskResult(state=st.state.value, attempts=st.attempts,
-                             output=st.output if st.state == TaskState.COMPLETED else None,
-                             error=error_text(st)) for tid, st in statuses.items()}
+    tasks = {tid: task_result(st) for tid, st in statuses.items()}
     return RunResult(run_id, RunStatus.SUCCEEDED.value, tasks)
+
+
+def task_result(st: TaskStatus) -> TaskResult:
+    state = st.state
+    return TaskResult(state=state.value, attempts=st.attempts,
+                      output=st.output if state == TaskState.COMPLETED else None,
+                      error=error_text(st),
+                      reason=st.reason if state == TaskState.SKIPPED else None)
 
 
 def error_text(st: TaskStatus) -> str | None:
     if st.state == TaskState.COMPLETED:
         return None
     if st.state == TaskState.SKIPPED:
-        return f"skipped: upstream task {st.reason!r} failed"
+        return skip_text(st.reason, st.benign)
     if st.state == TaskState.CANCELLED:
         return st.reason or "cancelled"
     if st.error is not None:

@@ -6,9 +6,10 @@ state change nobody planned for is a loud bug, not a silently odd record.
 
     pending ──► running ──► completed
        │  ▲        │ ├────► retrying ──► pending (its delay is over)
+       │  │        │ ├────► skipped (its condition was false: no attempt used)
        │  │        │ ├────► dead_lettered (failed for good)
        │  └────────┘ └────► cancelled (dagrun stopped; the attempt is not counted)
-       ├──► skipped (an upstream failed for good)
+       ├──► skipped (its trigger rule did not fire: kinds/triggers.py)
        ├──► dead_lettered (held by an open circuit past its max_wait)
        └──► retrying / cancelled (resume: the rest of a retry delay; a stop)
 
@@ -29,7 +30,7 @@ P, R, RT, C, F, D, S, X = (TaskState.PENDING, TaskState.RUNNING, TaskState.RETRY
 
 ALLOWED: dict[TaskState, frozenset[TaskState]] = {
     P: frozenset({R, S, D, X, RT}),
-    R: frozenset({C, RT, D, X, P}),  # P: cut short by dagrun itself, to run again
+    R: frozenset({C, RT, D, X, P, S}),  # P: cut short by dagrun itself, to run again
     RT: frozenset({P, X, S}),
     F: frozenset({P}),
     C: frozenset({P}),

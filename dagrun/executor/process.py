@@ -185,6 +185,7 @@ class ProcessExecutor:
             "attempt": attempt.number, "call": attempt.call, "kwargs": attempt.kwargs,
             "memory_limit": attempt.memory_limit,
             **({} if attempt.state is None else {"state": attempt.state}),
+            **({"when": attempt.when} if attempt.when is not None else {}),
         }, msg_id)
         if not worker.inflight:
             worker.head_started = time.monotonic()
@@ -356,6 +357,7 @@ class ProcessExecutor:
             error=TaskError.from_dict(error),
             started=msg.get("started", 0.0), ended=msg.get("ended", 0.0),
             state=msg.get("state"),
+            condition_false=msg.get("condition") is False and error is None,
         )
 
     def _enforce_deadlines(self, results: list[AttemptResult]) -> None:

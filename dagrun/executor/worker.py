@@ -142,6 +142,11 @@ def _run_one(msg: dict[str, Any], functions: dict[str, Any],
     started = time.time()
     head = {"id": msg["id"], "started": started}
     try:
+        if msg.get("when") is not None and not _condition(msg, functions, resolve):
+            _flush_std()
+            head["ended"] = time.time()
+            head["condition"] = False  # skipped: the callable does not run
+            return orjson.dumps(head), False
         fn = functions.get(msg["call"])
         if fn is None:
             fn = functions[msg["call"]] = resolve(msg["call"])
@@ -194,6 +199,12 @@ def _run_one(msg: dict[str, Any], functions: dict[str, Any],
     _flush_std()
     head["ended"] = time.time()
     return orjson.dumps(head)[:-1] + b',"output":' + payload + b"}", False
+
+
+def _condition(msg: dict[str, Any], functions: dict[str, Any], resolve: Any) -> bool:
+    from dagrun.kinds.conditions import holds
+
+    return holds(msg["when"], msg["kwargs"], functions, resolve)
 
 
 def _limit_memory(limit: int) -> tuple[int, int] | None:

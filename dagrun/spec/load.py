@@ -18,6 +18,8 @@ from typing import Any
 
 from dagrun.durations import parse_duration, parse_size
 from dagrun.errors import SpecError
+from dagrun.kinds.conditions import parse_when
+from dagrun.kinds.triggers import parse_trigger
 from dagrun.spec.model import (
     BACKOFFS,
     CALL,
@@ -35,9 +37,9 @@ PIPELINE_KEYS = ("name", "description", "workers", "deadline", "durability",
 POLICY_KEYS = (
     "timeout", "timeout_grace", "retries", "retry_delay", "retry_backoff", "retry_max_delay",
     "retry_jitter", "retry_on", "no_retry_on", "priority", "memory_limit", "breaker",
-    "event_timeout",
+    "event_timeout", "trigger",
 )
-TASK_KEYS = ("call", "deps", "inputs", "kwargs", *POLICY_KEYS, "wait_for")
+TASK_KEYS = ("call", "deps", "inputs", "kwargs", "when", *POLICY_KEYS, "wait_for")
 BREAKER_KEYS = ("failure_threshold", "cooldown", "success_threshold", "max_wait")
 
 
@@ -269,7 +271,7 @@ def _parse_task(tid: str, tdoc: Any, defaults: Mapping[str, Any],
 
         policy = {**policy, **events.parse_keys(tdoc, defaults, ctx)}
     return TaskSpec(id=tid, call=call, deps=tuple(deps), inputs=dict(inputs), kwargs=kwargs,
-                    **policy)
+                    when=parse_when(tdoc, ctx), **policy)
 
 
 _TASK_KEY_SET = frozenset(TASK_KEYS)
@@ -323,7 +325,7 @@ def _parse_policy(merged: Mapping[str, Any], breakers: Mapping[str, BreakerSpec]
             max_delay=60.0 if max_delay is None else max_delay, jitter=jitter,
             retry_on=retry_on, no_retry_on=no_retry_on,
         ),
-        memory_limit=memory_limit, breaker=breaker,
+        memory_limit=memory_limit, breaker=breaker, trigger=parse_trigger(merged, ctx),
     )
 
 

@@ -45,11 +45,16 @@ class TaskSpec:
     breaker: str | None = None
     wait_for: tuple[str, ...] = ()  # events (kinds/events.py)
     event_timeout: float | None = None
+    trigger: str = "all_success"  # kinds/triggers.py
+    when: str | None = None  # a condition's predicate, kinds/conditions.py
 
     def definition(self) -> dict[str, Any]:
         """What decides the task's output: a change here means the task must re-run."""
-        return {"call": self.call, "kwargs": self.kwargs, "inputs": self.inputs,
-                "deps": list(self.deps)}
+        d = {"call": self.call, "kwargs": self.kwargs, "inputs": self.inputs,
+             "deps": list(self.deps)}
+        if self.when is not None:  # decides whether it has an output at all
+            d["when"] = self.when
+        return d
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,8 @@ def from_dict(data: Mapping[str, Any]) -> PipelineSpec:
             t["id"], t["call"], tuple(get(t, "deps", ())), get(t, "inputs") or {},
             get(t, "kwargs") or {}, get(t, "priority", 0), get(t, "timeout"),
             get(t, "timeout_grace", 1.0), retry, get(t, "memory_limit"),
-            get(t, "breaker"), tuple(get(t, "wait_for", ())), get(t, "event_timeout"))
+            get(t, "breaker"), tuple(get(t, "wait_for", ())), get(t, "event_timeout"),
+            trigger=get(t, "trigger", "all_success"), when=get(t, "when"))
     breakers = {n: BreakerSpec(**b) for n, b in data.get("breakers", {}).items()}
     return PipelineSpec(
         name=data["name"], tasks=tasks, workers=data.get("workers"),
@@ -83,6 +84,10 @@ def _task_dict(t: TaskSpec) -> dict[str, Any]:
         d["wait_for"] = list(t.wait_for)
     if t.event_timeout is not None:
         d["event_timeout"] = t.event_timeout
+    if t.trigger != "all_success":
+        d["trigger"] = t.trigger
+    if t.when is not None:
+        d["when"] = t.when
     r = t.retry
     if r != _DEFAULT_RETRY:
         d["retry"] = {"retries": r.retries, "delay": r.delay, "backoff": r.backoff,

@@ -46,8 +46,10 @@ Then the last accepted record of a task is its state. Repair rules:
                           out when cancelled is waited out still
 - dead_lettered        stays, unless retried (`retry`): then pending with a
                           fresh retry budget
-- skipped              -> pending when the upstream that caused it will run
-                          again; the scheduler re-skips it otherwise
+- skipped              -> pending when an upstream will run again, or when its
+                          trigger rule, looked at again, would run it (the
+                          scheduler decides it afresh); a skip by its own
+                          condition stays unless an upstream runs again
 - `changed` tasks (resume --spec) and their descendants -> pending, afresh
 
 Costs are linear in the number of records: one pass to fold them, one pass
@@ -64,6 +66,7 @@ from typing import Any
 
 from dagrun.graph import dependents_map, descendants
 from dagrun.kinds.events import EVENT_NAME
+from dagrun.kinds.triggers import CONDITION_FALSE, decide
 from dagrun.model import TaskError, TaskState, TaskStatus
 from dagrun.spec import PipelineSpec
 from dagrun.store.records import RUN_FORMAT
@@ -192,7 +195,8 @@ def _well_formed(rec: dict[str, Any], limit: float) -> bool:
     if (rec.get("v") != RUN_FORMAT or not isinstance(state, str) or state not in _STATES
             or not _count(rec.get("attempts")) or not _optional(rec.get("prev"), str)
             or (state == "completed" and "output" not in rec)
-            or not _error(rec.get("error")) or not _optional(rec.get("reason"), str)):
+            or not _error(rec.get("error")) or not _optional(rec.get("reason"), str)
+            or not _optional(rec.get("benign"), bool)):
         return False
     if "number" in rec and not _count(rec["number"], 1):
         return False
@@ -281,6 +285,7 @@ def repair(spec: PipelineSpec, folded: Folded, *, retry: Iterable[str] = (),
             restore(tid, st, state, TaskState.SKIPPED)
             st.attempts = attempts
             st.reason = rec.get("reason")
+            st.benign = rec.get("benign") is True
         elif state == TaskState.RUNNING:
             restore(tid, st, state, TaskState.PENDING)
             st.attempts = max(0, attempts - 1)
@@ -318,9 +323,9 @@ def broken_chain_lines(path: Any, broken: Mapping[str, int]) -> list[str]:
 
 
 def _unskip(spec: PipelineSpec, statuses: dict[str, TaskStatus], lines: _Lines) -> None:
-    """Skipped tasks go back to pending unless an upstream stays dead-lettered
-    or skipped: one pass in topological order, so a chain is decided upstream
-    first."""
+    """Skipped tasks go back to pending when an upstream is no longer final
+    (it will run again) or their trigger rule would now run them; one pass in
+    topological order, so a chain is decided upstream first."""
     skipped = [tid for tid, st in statuses.items() if st.state == TaskState.SKIPPED]
     if not skipped:
         return
@@ -328,16 +333,21 @@ def _unskip(spec: PipelineSpec, statuses: dict[str, TaskStatus], lines: _Lines) 
     # Only the skipped tasks and what lies under them can change: order them
     # upstream-first by a DFS post-order over that sub-graph.
     order = _topological(spec, skipped, dependents)
-    blocked = {TaskState.DEAD_LETTERED, TaskState.SKIPPED}
+    final = {TaskState.COMPLETED, TaskState.DEAD_LETTERED, TaskState.SKIPPED}
     for tid in order:
         st = statuses[tid]
         if st.state != TaskState.SKIPPED:
             continue
-        if any(statuses[d].state in blocked for d in spec.tasks[tid].deps):
-            continue
-        cause = st.reason
+        t = spec.tasks[tid]
+        again = [d for d in t.deps if statuses[d].state not in final]
+        if not again:
+            runs, _, _ = decide(t.trigger, t.deps, statuses)
+            if not runs or (st.benign and st.reason == CONDITION_FALSE):
+                continue  # the same verdict as before
+        cause = st.reason if not st.benign and st.reason else (again or [tid])[0]
         apply(tid, st, TaskState.PENDING)
         st.reason = None
+        st.benign = False
         lines.add(f"skipped -> pending (upstream {cause} will run again)", tid)
 
 
