@@ -72,6 +72,7 @@ class Attempt:
     timeout: float | None = None
     timeout_grace: float = 1.0
     memory_limit: int | None = None
+    loop: dict[str, Any] | None = None  # a loop iteration: kinds/loop.py
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,7 @@ class AttemptResult:
     started: float = 0.0
     ended: float = 0.0
     cancelled: bool = False  # cut short by dagrun's own cancellation, not a task failure
+    stop: bool = False  # a loop's predicate said stop (kinds/loop.py)
 
     @property
     def ok(self) -> bool:
@@ -103,6 +105,11 @@ class TaskStatus:
     retry_at: float | None = None  # wall clock: when a retrying task's delay ends
     history: list[dict[str, Any]] = field(default_factory=list)
     ordinal: int = 0  # the highest attempt number handed out (DAGRUN_ATTEMPT never repeats)
+    polls: int = 0  # sensor (kinds/sensor.py)
+    last_poll_at: float | None = None
+    sensor_started: float | None = None  # wall time the sensor's window opened
+    iterations: int = 0  # loop (kinds/loop.py): finished iterations
+    stopped_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +118,14 @@ class TaskResult:
     attempts: int
     output: Any
     error: str | None
+    extra: dict[str, Any] | None = None  # a kind's fields (polls, iterations, ...)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"state": self.state, "attempts": self.attempts, "output": self.output,
-                "error": self.error}
+        d = {"state": self.state, "attempts": self.attempts, "output": self.output,
+             "error": self.error}
+        if self.extra:
+            d.update(self.extra)
+        return d
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,8 @@ from typing import Any, Protocol
 from dagrun.events import EventBus, Note, RunFinished, RunStarted, TaskChanged, TaskHeld
 from dagrun.executor.base import Executor, clamp_wait
 from dagrun.graph import dependents_map
+from dagrun.kinds import loop as loop_kind
+from dagrun.kinds import sensor as sensor_kind
 from dagrun.model import (
     FINAL_STATES,
     Attempt,
@@ -264,6 +266,11 @@ class Scheduler:
             # `running` record holds the number) it keeps counting, so run id +
             # attempt stays unique for idempotency keys.
             number = max(st.attempts + 1, len(st.history) + 1, st.ordinal + 1)
+            loop = None
+            if t.sensor is not None:
+                sensor_kind.before_dispatch(st, self.wall())
+            elif t.repeat is not None:
+                loop = loop_kind.before_dispatch(st, t.repeat)
             self._transition(tid, TaskState.RUNNING, number=number, attempts=st.attempts + 1,
                              ordinal=number)
             kwargs = dict(t.kwargs)
@@ -272,7 +279,7 @@ class Scheduler:
             batch.append(Attempt(
                 run_id=self.run_id, task_id=tid, number=number, call=t.call,
                 kwargs=kwargs, timeout=t.timeout, timeout_grace=t.timeout_grace,
-                memory_limit=t.memory_limit))
+                memory_limit=t.memory_limit, loop=loop))
             free -= 1
         # Written before the tasks start (the timers' `pending` records with
         # them); in durable mode not synced on its own (see store/journal.py:
@@ -307,6 +314,12 @@ class Scheduler:
                                      attempts=st.attempts - 1)
                     requeue.append(tid)
                 continue
+            if t.sensor is not None:
+                r = sensor_kind.on_result(self, t, st, r)  # type: ignore[assignment]
+            elif t.repeat is not None:
+                r = loop_kind.on_result(self, t, st, r, requeue)  # type: ignore[assignment]
+            if r is None:
+                continue  # the kind took it: the next poll / iteration is on its way
             entry = {"attempt": r.number, "started": r.started, "ended": r.ended,
                      "error": r.error.to_dict() if r.error else None}
             st.history.append(entry)
@@ -337,6 +350,10 @@ class Scheduler:
                 self.waiting[child] = n
                 if n == 0 and self.status[child].state == TaskState.PENDING:
                     self._push_ready(child)
+
+    def _timer(self, tid: str, delay: float) -> None:
+        """The task (now `retrying`) rejoins the ready heap in `delay` seconds."""
+        heapq.heappush(self.timers, (self.clock() + delay, next(self._seq), tid))
 
     def _gate_due(self, gate: Gate) -> None:
         """Tasks the gate lets go rejoin the ready heap; those it held too long
@@ -399,6 +416,8 @@ class Scheduler:
             rec["number"] = number
         if st.state in (TaskState.RETRYING, TaskState.CANCELLED) and st.retry_at is not None:
             rec["retry_at"] = st.retry_at
+        sensor_kind.record_fields(st, rec)
+        loop_kind.record_fields(st, rec)
         return rec
 
     def result(self) -> RunResult:
@@ -410,7 +429,7 @@ class Scheduler:
                 any_failed = True
             tasks[tid] = TaskResult(state=state.value, attempts=st.attempts,
                                     output=st.output if state == TaskState.COMPLETED else None,
-                                    error=error_text(st))
+                                    error=error_text(st), extra=kind_extras(st))
         if self.cancel.reason:
             status = RunStatus.CANCELLED
         elif any_failed:
@@ -425,8 +444,13 @@ def stored_result(run_id: str, statuses: Mapping[str, TaskStatus]) -> RunResult:
     succeeded run)."""
     tasks = {tid: TaskResult(state=st.state.value, attempts=st.attempts,
                              output=st.output if st.state == TaskState.COMPLETED else None,
-                             error=error_text(st)) for tid, st in statuses.items()}
+                             error=error_text(st), extra=kind_extras(st))
+             for tid, st in statuses.items()}
     return RunResult(run_id, RunStatus.SUCCEEDED.value, tasks)
+
+
+def kind_extras(st: TaskStatus) -> dict[str, Any] | None:
+    return {**sensor_kind.extras(st), **loop_kind.extras(st)} or None
 
 
 def error_text(st: TaskStatus) -> str | None:

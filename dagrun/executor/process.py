@@ -256,6 +256,7 @@ class ProcessExecutor:
             "id": msg_id, "run_id": attempt.run_id, "task": attempt.task_id,
             "attempt": attempt.number, "call": attempt.call, "kwargs": attempt.kwargs,
             "memory_limit": attempt.memory_limit,
+            **({"loop": attempt.loop} if attempt.loop is not None else {}),
         }, msg_id)
         if not worker.inflight:
             worker.head_started = time.monotonic()
@@ -419,6 +420,7 @@ class ProcessExecutor:
             task_id=attempt.task_id, number=attempt.number, output=msg.get("output"),
             error=TaskError.from_dict(error),
             started=msg.get("started", 0.0), ended=msg.get("ended", 0.0),
+            stop=msg.get("stop") is True,
         )
 
     def _enforce_deadlines(self, results: list[AttemptResult]) -> None:

@@ -143,7 +143,12 @@ def _run_one(msg: dict[str, Any], functions: dict[str, Any],
         fn = functions.get(msg["call"])
         if fn is None:
             fn = functions[msg["call"]] = resolve(msg["call"])
-        value = fn(**msg["kwargs"])
+        if msg.get("loop") is None:
+            value = fn(**msg["kwargs"])
+        else:
+            from dagrun.kinds.loop import run_iteration
+
+            value, head["stop"] = run_iteration(fn, msg["kwargs"], msg["loop"], resolve)
         try:
             # Serialised three levels deep, as the journal record and a downstream
             # request will hold it, so that a too-deeply nested output fails here,

@@ -18,6 +18,8 @@ from typing import Any
 
 from dagrun.durations import parse_duration, parse_size
 from dagrun.errors import SpecError
+from dagrun.kinds import loop as loop_kind
+from dagrun.kinds import sensor as sensor_kind
 from dagrun.spec.model import (
     BACKOFFS,
     CALL,
@@ -36,7 +38,7 @@ POLICY_KEYS = (
     "timeout", "timeout_grace", "retries", "retry_delay", "retry_backoff", "retry_max_delay",
     "retry_jitter", "retry_on", "no_retry_on", "priority", "memory_limit", "breaker",
 )
-TASK_KEYS = ("call", "deps", "inputs", "kwargs", *POLICY_KEYS)
+TASK_KEYS = ("call", "deps", "inputs", "kwargs", *POLICY_KEYS, "sensor", "repeat")
 BREAKER_KEYS = ("failure_threshold", "cooldown", "success_threshold", "max_wait")
 
 
@@ -263,6 +265,8 @@ def _parse_task(tid: str, tdoc: Any, defaults: Mapping[str, Any],
         policy = _parse_policy({**defaults, **tdoc}, breakers, ctx)
     else:
         policy = shared["policy"]
+    if not _PC_KEYS.isdisjoint(tdoc):
+        policy = {**policy, **_sensor_repeat(tdoc, ctx)}
     return TaskSpec(id=tid, call=call, deps=tuple(deps), inputs=dict(inputs), kwargs=kwargs,
                     **policy)
 
@@ -270,6 +274,15 @@ def _parse_task(tid: str, tdoc: Any, defaults: Mapping[str, Any],
 _TASK_KEY_SET = frozenset(TASK_KEYS)
 _ABSENT: Any = object()
 _POLICY_SET = frozenset(POLICY_KEYS)
+_PC_KEYS = frozenset(("sensor", "repeat"))
+
+
+def _sensor_repeat(tdoc: Mapping[str, Any], ctx: str) -> dict[str, Any]:
+    sensor = sensor_kind.parse(tdoc.get("sensor"), ctx)
+    repeat = loop_kind.parse(tdoc.get("repeat"), ctx)
+    if sensor is not None and repeat is not None:
+        raise SpecError(f"{ctx}: 'sensor' and 'repeat' cannot be combined on one task")
+    return {"sensor": sensor, "repeat": repeat}
 
 
 def _parse_policy(merged: Mapping[str, Any], breakers: Mapping[str, BreakerSpec],

@@ -9,7 +9,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dagrun.kinds.loop import RepeatSpec
+    from dagrun.kinds.sensor import SensorSpec
 
 TASK_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
@@ -43,11 +47,16 @@ class TaskSpec:
     retry: RetryPolicy = RetryPolicy()
     memory_limit: int | None = None
     breaker: str | None = None
+    sensor: SensorSpec | None = None
+    repeat: RepeatSpec | None = None
 
     def definition(self) -> dict[str, Any]:
         """What decides the task's output: a change here means the task must re-run."""
-        return {"call": self.call, "kwargs": self.kwargs, "inputs": self.inputs,
-                "deps": list(self.deps)}
+        d = {"call": self.call, "kwargs": self.kwargs, "inputs": self.inputs,
+             "deps": list(self.deps)}
+        if self.repeat is not None:
+            d["repeat"] = self.repeat.to_dict()
+        return d
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from dagrun.kinds import loop as loop_kind
+from dagrun.kinds import sensor as sensor_kind
 from dagrun.spec.model import BreakerSpec, PipelineSpec, RetryPolicy, TaskSpec
 
 
@@ -44,7 +46,8 @@ def from_dict(data: Mapping[str, Any]) -> PipelineSpec:
             t["id"], t["call"], tuple(get(t, "deps", ())), get(t, "inputs") or {},
             get(t, "kwargs") or {}, get(t, "priority", 0), get(t, "timeout"),
             get(t, "timeout_grace", 1.0), retry, get(t, "memory_limit"),
-            get(t, "breaker"))
+            get(t, "breaker"), sensor_kind.from_dict(get(t, "sensor")),
+            loop_kind.from_dict(get(t, "repeat")))
     breakers = {n: BreakerSpec(**b) for n, b in data.get("breakers", {}).items()}
     return PipelineSpec(
         name=data["name"], tasks=tasks, workers=data.get("workers"),
@@ -79,6 +82,10 @@ def _task_dict(t: TaskSpec) -> dict[str, Any]:
         d["memory_limit"] = t.memory_limit
     if t.breaker is not None:
         d["breaker"] = t.breaker
+    if t.sensor is not None:
+        d["sensor"] = t.sensor.to_dict()
+    if t.repeat is not None:
+        d["repeat"] = t.repeat.to_dict()
     r = t.retry
     if r != _DEFAULT_RETRY:
         d["retry"] = {"retries": r.retries, "delay": r.delay, "backoff": r.backoff,

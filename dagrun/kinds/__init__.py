@@ -1,0 +1,1 @@
+"""Task kinds beyond a plain call (issue 10): one module per kind."""
