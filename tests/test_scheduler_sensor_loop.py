@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from test_scheduler import FakeExecutor, make
+
 from dagrun.model import Attempt, AttemptResult, TaskState
 from dagrun.pipeline import Pipeline
 from dagrun.store.journal import read_journal
-from test_scheduler import FakeExecutor, make
 
 
 class LoopExecutor(FakeExecutor):

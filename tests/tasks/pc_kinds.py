@@ -28,17 +28,24 @@ def counter(log, iteration, previous, sleep=0.0):
     return 0 if previous is None else previous + 1
 
 
-def work(log, name, sleep=0.0):
+def work(log, name, sleep=0.0, touch=None):
+    """Sleeps, logs, then creates the file `touch` (what a sensor waits for)."""
     if sleep:
         time.sleep(sleep)
-    _log(log, f"done {name} {time.time()}")
+    _log(log, f"done {name}")
+    if touch:
+        open(touch, "w").close()
     return name
 
 
 def poll_file(log, path):
-    _log(log, f"poll {time.time()}")
+    _log(log, "poll")
     return path if os.path.exists(path) else None
 
 
 def needs_two(a, b):
     return a and b
+
+
+def identity(value):
+    return value
