@@ -314,12 +314,12 @@ class Scheduler:
                                      attempts=st.attempts - 1)
                     requeue.append(tid)
                 continue
-            if t.sensor is not None:
-                r = sensor_kind.on_result(self, t, st, r)  # type: ignore[assignment]
-            elif t.repeat is not None:
-                r = loop_kind.on_result(self, t, st, r, requeue)  # type: ignore[assignment]
-            if r is None:
-                continue  # the kind took it: the next poll / iteration is on its way
+            if t.sensor is not None or t.repeat is not None:
+                kept = (sensor_kind.on_result(self, t, st, r) if t.sensor is not None
+                        else loop_kind.on_result(self, t, st, r, requeue))
+                if kept is None:
+                    continue  # the kind took it: the next poll / iteration is on its way
+                r = kept
             entry = {"attempt": r.number, "started": r.started, "ended": r.ended,
                      "error": r.error.to_dict() if r.error else None}
             st.history.append(entry)
