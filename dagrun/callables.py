@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from dagrun.errors import SpecError
+from dagrun.kinds import loop as loop_kind
 from dagrun.spec import PipelineSpec, TaskSpec
 
 # Arguments dagrun itself passes when the callable declares them (kinds/state.py).
@@ -81,9 +82,9 @@ def _check_callables(spec: PipelineSpec) -> None:
     add_import_paths(spec)
     where = spec.source or "<pipeline>"
     cache: dict[str, Callable[..., Any]] = {}
-    checked: set[tuple[str, tuple[str, ...], tuple[str, ...]]] = set()
+    checked: set[tuple[str, tuple[str, ...], tuple[str, ...], bool]] = set()
     for t in spec.tasks.values():
-        key = (t.call, tuple(t.kwargs), tuple(t.inputs))
+        key = (t.call, tuple(t.kwargs), tuple(t.inputs), t.repeat is not None)
         if key in checked:  # same callable, same argument names: same verdict
             continue
         checked.add(key)
@@ -105,6 +106,9 @@ def _check_callables(spec: PipelineSpec) -> None:
     from dagrun.kinds import conditions  # after the calls: their errors come first
 
     conditions.check(spec.tasks.values(), where, resolve)
+    for t in spec.tasks.values():
+        if t.repeat is not None:
+            loop_kind.check_predicate(t, where, resolve)
 
 
 def _check_signature(t: TaskSpec, fn: Callable[..., Any], where: str) -> None:
@@ -112,7 +116,7 @@ def _check_signature(t: TaskSpec, fn: Callable[..., Any], where: str) -> None:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
         return  # builtins without a signature: nothing to check
-    names = [*t.kwargs, *t.inputs]
+    names = [*t.kwargs, *t.inputs, *loop_kind.supplied(t, sig)]
     supplied = [n for n in SUPPLIED if n in sig.parameters and n not in names]
     try:
         sig.bind(**{n: None for n in [*names, *supplied]})

@@ -74,6 +74,7 @@ class Attempt:
     memory_limit: int | None = None
     state: dict[str, Any] | None = None  # state across runs, when the callable takes it
     when: str | None = None  # a condition's predicate, run in the worker first
+    loop: dict[str, Any] | None = None  # a loop iteration: kinds/loop.py
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,7 @@ class AttemptResult:
     cancelled: bool = False  # cut short by dagrun's own cancellation, not a task failure
     state: dict[str, Any] | None = None  # the task's state across runs, as it left it
     condition_false: bool = False  # the task's `when` said no: skipped, no attempt used
+    stop: bool = False  # a loop's predicate said stop (kinds/loop.py)
 
     @property
     def ok(self) -> bool:
@@ -108,6 +110,11 @@ class TaskStatus:
     history: list[dict[str, Any]] = field(default_factory=list)
     ordinal: int = 0  # the highest attempt number handed out (DAGRUN_ATTEMPT never repeats)
     benign: bool = False  # skipped, but not because of a failure (kinds/triggers.py)
+    polls: int = 0  # sensor (kinds/sensor.py)
+    last_poll_at: float | None = None
+    sensor_started: float | None = None  # wall time the sensor's window opened
+    iterations: int = 0  # loop (kinds/loop.py): finished iterations
+    stopped_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,12 +124,15 @@ class TaskResult:
     output: Any
     error: str | None
     reason: str | None = None  # why skipped
+    extra: dict[str, Any] | None = None  # a kind's fields (polls, iterations, ...)
 
     def to_dict(self) -> dict[str, Any]:
         d = {"state": self.state, "attempts": self.attempts, "output": self.output,
              "error": self.error}
         if self.reason is not None:
             d["reason"] = self.reason
+        if self.extra:
+            d.update(self.extra)
         return d
 
 

@@ -146,7 +146,9 @@ class LiveReporter(PlainReporter):
         self.running.pop(task_id, None)
         if change.new in _DONE:
             self.done += 1
-        if change.new in (TaskState.DEAD_LETTERED, TaskState.RETRYING):
+        # A sensor's wait between polls and a loop's delay are `retrying` without an error.
+        if change.new in (TaskState.DEAD_LETTERED, TaskState.RETRYING) and (
+                change.error or change.new == TaskState.DEAD_LETTERED):
             self.failures += 1
             self.live.console.print(
                 f"[red]✗[/red] {task_id} {change.new.value}: "

@@ -47,6 +47,8 @@ from typing import Any, Protocol
 from dagrun.events import EventBus, Note, RunFinished, RunStarted, TaskChanged, TaskHeld
 from dagrun.executor.base import Executor, clamp_wait
 from dagrun.graph import dependents_map
+from dagrun.kinds import loop as loop_kind
+from dagrun.kinds import sensor as sensor_kind
 from dagrun.kinds import state as carried_state
 from dagrun.kinds.events import EventWaits
 from dagrun.kinds.events import remove as remove_inbox_files
@@ -329,6 +331,11 @@ class Scheduler:
             # `running` record holds the number) it keeps counting, so run id +
             # attempt stays unique for idempotency keys.
             number = max(st.attempts + 1, len(st.history) + 1, st.ordinal + 1)
+            loop = None
+            if t.sensor is not None:
+                sensor_kind.before_dispatch(st, self.wall())
+            elif t.repeat is not None:
+                loop = loop_kind.before_dispatch(st, t.repeat)
             self._transition(tid, TaskState.RUNNING, number=number, attempts=st.attempts + 1,
                              ordinal=number)
             kwargs = dict(t.kwargs)
@@ -342,7 +349,7 @@ class Scheduler:
             batch.append(Attempt(
                 run_id=self.run_id, task_id=tid, number=number, call=t.call,
                 kwargs=kwargs, timeout=t.timeout, timeout_grace=t.timeout_grace,
-                memory_limit=t.memory_limit, state=state_in, when=t.when))
+                memory_limit=t.memory_limit, state=state_in, when=t.when, loop=loop))
             free -= 1
         # Written before the tasks start (the timers' `pending` records with
         # them); in durable mode not synced on its own (see store/journal.py:
@@ -382,6 +389,12 @@ class Scheduler:
                                  attempts=st.attempts - 1, reason=CONDITION_FALSE, benign=True)
                 final.append(tid)
                 continue
+            if t.sensor is not None or t.repeat is not None:
+                kept = (sensor_kind.on_result(self, t, st, r) if t.sensor is not None
+                        else loop_kind.on_result(self, t, st, r, requeue))
+                if kept is None:
+                    continue  # the kind took it: the next poll / iteration is on its way
+                r = kept
             entry = {"attempt": r.number, "started": r.started, "ended": r.ended,
                      "error": r.error.to_dict() if r.error else None}
             st.history.append(entry)
@@ -462,6 +475,10 @@ class Scheduler:
         for tid, state, at in saved:
             self.states.save(self.spec.name, tid, state, at=at, run=self.run_id)
 
+    def _timer(self, tid: str, delay: float) -> None:
+        """The task (now `retrying`) rejoins the ready heap in `delay` seconds."""
+        heapq.heappush(self.timers, (self.clock() + delay, next(self._seq), tid))
+
     def _gate_due(self, gate: Gate) -> None:
         """Tasks the gate lets go rejoin the ready heap; those it held too long
         are dead-lettered without an attempt (e.g. "circuit NAME open")."""
@@ -516,6 +533,8 @@ class Scheduler:
             rec["retry_at"] = st.retry_at
         if output and tid in self._carried:
             rec["saved_state"] = self._carried[tid]  # state across runs (kinds/state.py)
+        sensor_kind.record_fields(st, rec)
+        loop_kind.record_fields(st, rec)
         return rec
 
     def result(self) -> RunResult:
@@ -548,7 +567,12 @@ def task_result(st: TaskStatus) -> TaskResult:
     return TaskResult(state=state.value, attempts=st.attempts,
                       output=st.output if state == TaskState.COMPLETED else None,
                       error=error_text(st),
-                      reason=st.reason if state == TaskState.SKIPPED else None)
+                      reason=st.reason if state == TaskState.SKIPPED else None,
+                      extra=kind_extras(st))
+
+
+def kind_extras(st: TaskStatus) -> dict[str, Any] | None:
+    return {**sensor_kind.extras(st), **loop_kind.extras(st)} or None
 
 
 def error_text(st: TaskStatus) -> str | None:

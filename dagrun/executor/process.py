@@ -186,6 +186,7 @@ class ProcessExecutor:
             "memory_limit": attempt.memory_limit,
             **({} if attempt.state is None else {"state": attempt.state}),
             **({"when": attempt.when} if attempt.when is not None else {}),
+            **({"loop": attempt.loop} if attempt.loop is not None else {}),
         }, msg_id)
         if not worker.inflight:
             worker.head_started = time.monotonic()
@@ -358,6 +359,7 @@ class ProcessExecutor:
             started=msg.get("started", 0.0), ended=msg.get("ended", 0.0),
             state=msg.get("state"),
             condition_false=msg.get("condition") is False and error is None,
+            stop=msg.get("stop") is True,
         )
 
     def _enforce_deadlines(self, results: list[AttemptResult]) -> None:

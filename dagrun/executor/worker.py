@@ -152,7 +152,12 @@ def _run_one(msg: dict[str, Any], functions: dict[str, Any],
             fn = functions[msg["call"]] = resolve(msg["call"])
         kwargs, carried = state.task_kwargs(msg)
         with events.in_task(msg["id"]):
-            value = fn(**kwargs)
+            if msg.get("loop") is None:
+                value = fn(**kwargs)
+            else:
+                from dagrun.kinds.loop import run_iteration
+
+                value, head["stop"] = run_iteration(fn, kwargs, msg["loop"], resolve)
         if carried is not None:
             head["state"] = state.checked(carried)
         try:

@@ -18,6 +18,8 @@ from typing import Any
 
 from dagrun.durations import parse_duration, parse_size
 from dagrun.errors import SpecError
+from dagrun.kinds import loop as loop_kind
+from dagrun.kinds import sensor as sensor_kind
 from dagrun.kinds.conditions import parse_when
 from dagrun.kinds.triggers import parse_trigger
 from dagrun.spec.model import (
@@ -39,7 +41,8 @@ POLICY_KEYS = (
     "retry_jitter", "retry_on", "no_retry_on", "priority", "memory_limit", "breaker",
     "event_timeout", "trigger",
 )
-TASK_KEYS = ("call", "deps", "inputs", "kwargs", "when", *POLICY_KEYS, "wait_for")
+TASK_KEYS = ("call", "deps", "inputs", "kwargs", "when", *POLICY_KEYS, "wait_for", "sensor",
+             "repeat")
 BREAKER_KEYS = ("failure_threshold", "cooldown", "success_threshold", "max_wait")
 
 
@@ -270,6 +273,8 @@ def _parse_task(tid: str, tdoc: Any, defaults: Mapping[str, Any],
         from dagrun.kinds import events
 
         policy = {**policy, **events.parse_keys(tdoc, defaults, ctx)}
+    if not _PC_KEYS.isdisjoint(tdoc):
+        policy = {**policy, **_sensor_repeat(tdoc, ctx)}
     return TaskSpec(id=tid, call=call, deps=tuple(deps), inputs=dict(inputs), kwargs=kwargs,
                     when=parse_when(tdoc, ctx), **policy)
 
@@ -277,6 +282,15 @@ def _parse_task(tid: str, tdoc: Any, defaults: Mapping[str, Any],
 _TASK_KEY_SET = frozenset(TASK_KEYS)
 _ABSENT: Any = object()
 _POLICY_SET = frozenset(POLICY_KEYS)
+_PC_KEYS = frozenset(("sensor", "repeat"))
+
+
+def _sensor_repeat(tdoc: Mapping[str, Any], ctx: str) -> dict[str, Any]:
+    sensor = sensor_kind.parse(tdoc.get("sensor"), ctx)
+    repeat = loop_kind.parse(tdoc.get("repeat"), ctx)
+    if sensor is not None and repeat is not None:
+        raise SpecError(f"{ctx}: 'sensor' and 'repeat' cannot be combined on one task")
+    return {"sensor": sensor, "repeat": repeat}
 
 
 def _parse_policy(merged: Mapping[str, Any], breakers: Mapping[str, BreakerSpec],

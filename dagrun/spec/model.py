@@ -9,7 +9,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dagrun.kinds.loop import RepeatSpec
+    from dagrun.kinds.sensor import SensorSpec
 
 TASK_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
@@ -47,6 +51,8 @@ class TaskSpec:
     event_timeout: float | None = None
     trigger: str = "all_success"  # kinds/triggers.py
     when: str | None = None  # a condition's predicate, kinds/conditions.py
+    sensor: SensorSpec | None = None
+    repeat: RepeatSpec | None = None
 
     def definition(self) -> dict[str, Any]:
         """What decides the task's output: a change here means the task must re-run."""
@@ -54,6 +60,8 @@ class TaskSpec:
              "deps": list(self.deps)}
         if self.when is not None:  # decides whether it has an output at all
             d["when"] = self.when
+        if self.repeat is not None:
+            d["repeat"] = self.repeat.to_dict()
         return d
 
 

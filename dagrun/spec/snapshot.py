@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from dagrun.kinds import loop as loop_kind
+from dagrun.kinds import sensor as sensor_kind
 from dagrun.spec.model import BreakerSpec, PipelineSpec, RetryPolicy, TaskSpec
 
 
@@ -44,8 +46,10 @@ def from_dict(data: Mapping[str, Any]) -> PipelineSpec:
             t["id"], t["call"], tuple(get(t, "deps", ())), get(t, "inputs") or {},
             get(t, "kwargs") or {}, get(t, "priority", 0), get(t, "timeout"),
             get(t, "timeout_grace", 1.0), retry, get(t, "memory_limit"),
-            get(t, "breaker"), tuple(get(t, "wait_for", ())), get(t, "event_timeout"),
-            trigger=get(t, "trigger", "all_success"), when=get(t, "when"))
+            get(t, "breaker"), wait_for=tuple(get(t, "wait_for", ())),
+            event_timeout=get(t, "event_timeout"), trigger=get(t, "trigger", "all_success"),
+            when=get(t, "when"), sensor=sensor_kind.from_dict(get(t, "sensor")),
+            repeat=loop_kind.from_dict(get(t, "repeat")))
     breakers = {n: BreakerSpec(**b) for n, b in data.get("breakers", {}).items()}
     return PipelineSpec(
         name=data["name"], tasks=tasks, workers=data.get("workers"),
@@ -88,6 +92,10 @@ def _task_dict(t: TaskSpec) -> dict[str, Any]:
         d["trigger"] = t.trigger
     if t.when is not None:
         d["when"] = t.when
+    if t.sensor is not None:
+        d["sensor"] = t.sensor.to_dict()
+    if t.repeat is not None:
+        d["repeat"] = t.repeat.to_dict()
     r = t.retry
     if r != _DEFAULT_RETRY:
         d["retry"] = {"retries": r.retries, "delay": r.delay, "backoff": r.backoff,

@@ -65,6 +65,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dagrun.graph import dependents_map, descendants
+from dagrun.kinds import loop as loop_kind
+from dagrun.kinds import sensor as sensor_kind
 from dagrun.kinds.events import EVENT_NAME
 from dagrun.kinds.triggers import CONDITION_FALSE, decide
 from dagrun.model import TaskError, TaskState, TaskStatus
@@ -202,6 +204,8 @@ def _well_formed(rec: dict[str, Any], limit: float) -> bool:
         return False
     if "saved_state" in rec and not (state == "completed" and isinstance(rec["saved_state"], dict)):
         return False
+    if not (sensor_kind.well_formed(rec, _count, _number) and loop_kind.well_formed(rec, _count)):
+        return False
     retry_at = rec.get("retry_at")
     if retry_at is not None and not (_number(retry_at) and 0 <= retry_at <= limit):
         return False
@@ -268,6 +272,8 @@ def repair(spec: PipelineSpec, folded: Folded, *, retry: Iterable[str] = (),
             continue  # never started, or its records are corrupt: runs (again)
         state = _STATES[rec["state"]]
         attempts = rec["attempts"]
+        sensor_kind.restore(st, rec)  # polls and the sensor's window; loop iterations
+        loop_kind.restore(st, rec)
         # Every task starts pending; restore() checks the repair against the table.
         if state == TaskState.COMPLETED:
             restore(tid, st, state, TaskState.COMPLETED)
