@@ -72,6 +72,7 @@ class Attempt:
     timeout: float | None = None
     timeout_grace: float = 1.0
     memory_limit: int | None = None
+    map_index: int | None = None  # an element of a map task (kinds/fanout.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,7 @@ class AttemptResult:
     started: float = 0.0
     ended: float = 0.0
     cancelled: bool = False  # cut short by dagrun's own cancellation, not a task failure
+    map_index: int | None = None  # the Attempt's
 
     @property
     def ok(self) -> bool:
@@ -103,6 +105,7 @@ class TaskStatus:
     retry_at: float | None = None  # wall clock: when a retrying task's delay ends
     history: list[dict[str, Any]] = field(default_factory=list)
     ordinal: int = 0  # the highest attempt number handed out (DAGRUN_ATTEMPT never repeats)
+    elements: Any = None  # a map task's kinds.fanout.Elements
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +114,14 @@ class TaskResult:
     attempts: int
     output: Any
     error: str | None
+    elements: dict[str, Any] | None = None  # a map task's {count, completed, failed}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"state": self.state, "attempts": self.attempts, "output": self.output,
-                "error": self.error}
+        out = {"state": self.state, "attempts": self.attempts, "output": self.output,
+               "error": self.error}
+        if self.elements is not None:
+            out["elements"] = self.elements
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -170,7 +170,9 @@ def _load_and_repair(info: RunInfo, spec: PipelineSpec, changed: set[str],
                          "of another run (copied or appended from elsewhere)")
     for line in broken_chain_lines(info.journal_path, folded.broken):
         reporter.message(line)
-    retry = set(retry_tasks or ())
+    from dagrun.kinds.fanout import split_ids
+
+    retry, retry_elements = split_ids(retry_tasks or ())  # TASK[i]: one element of a map
     unknown = sorted(retry - set(spec.tasks))
     if unknown:
         raise UsageError(f"run {info.run_id!r} has no task {unknown[0]!r}")
@@ -181,7 +183,7 @@ def _load_and_repair(info: RunInfo, spec: PipelineSpec, changed: set[str],
         if rec is None or rec["state"] != "dead_lettered":
             reporter.message(f"task {tid} is {rec['state'] if rec else 'pending'}, "
                              "not dead-lettered: nothing to retry")
-    return repair(spec, folded, retry=retry, changed=changed)
+    return repair(spec, folded, retry=retry, changed=changed, retry_elements=retry_elements)
 
 
 class _GcPause:

@@ -42,6 +42,7 @@ from typing import Any, Protocol
 from dagrun.events import EventBus, Note, RunFinished, RunStarted, TaskChanged, TaskHeld
 from dagrun.executor.base import Executor, clamp_wait
 from dagrun.graph import dependents_map
+from dagrun.kinds import fanout
 from dagrun.model import (
     FINAL_STATES,
     Attempt,
@@ -130,6 +131,7 @@ class Scheduler:
         self._seq = itertools.count()
         self._records: list[dict[str, Any]] = []
         self._events: list[TaskChanged] = []
+        self.fanout = fanout.Fanout(self)  # the elements of map tasks
 
     # ------------------------------------------------------------ transitions
 
@@ -216,11 +218,14 @@ class Scheduler:
                 _, _, tid = heapq.heappop(self.timers)
                 self._transition(tid, TaskState.PENDING, retry_at=None)
                 self._push_ready(tid)
+            self.fanout.due(now)
             if self.gate is not None:
                 self._gate_due(self.gate)
             self._dispatch()
+            if self.fanout.ended():
+                self._handle([])  # a map that ended without an attempt (e.g. an empty list)
             if not self.running and not self.ready and not self.timers and not (
-                    self.gate is not None and self.gate.holding()):
+                    self.gate is not None and self.gate.holding()) and not self.fanout.busy():
                 break
             results = self.executor.poll(self._wait_time(now))
             if results:
@@ -237,6 +242,8 @@ class Scheduler:
         waits: list[float | None] = [LISTENER_TICK]
         if self.timers:
             waits.append(self.timers[0][0] - now)
+        if self.fanout.timers:
+            waits.append(self.fanout.timers[0][0] - now)
         if self.deadline_at is not None:
             waits.append(self.deadline_at - now)
         if self.gate is not None:
@@ -249,7 +256,11 @@ class Scheduler:
         batch: list[Attempt] = []
         free = self.executor.free_slots()
         tasks = self.spec.tasks
-        while free > 0 and self.ready:
+        while free > 0 and (self.ready or self.fanout.ready):
+            if self.fanout.first(self.ready[0] if self.ready else None):
+                batch.append(self.fanout.next_attempt())
+                free -= 1
+                continue
             _, _, tid = heapq.heappop(self.ready)
             st = self.status[tid]
             if st.state != TaskState.PENDING:
@@ -269,6 +280,9 @@ class Scheduler:
             kwargs = dict(t.kwargs)
             for param, upstream in t.inputs.items():
                 kwargs[param] = self.status[upstream].output
+            if t.map is not None:
+                self.fanout.start(tid, kwargs)  # its elements join the queue
+                continue
             batch.append(Attempt(
                 run_id=self.run_id, task_id=tid, number=number, call=t.call,
                 kwargs=kwargs, timeout=t.timeout, timeout_grace=t.timeout_grace,
@@ -296,6 +310,9 @@ class Scheduler:
             t = self.spec.tasks[tid]
             if self.gate is not None:
                 self.gate.settle(r)
+            if r.map_index is not None:
+                self.fanout.result(r, now)  # the element's row; the map may end
+                continue
             if r.cancelled:
                 # Cut short by dagrun itself: does not count against the retries.
                 if self.cancel.reason:
@@ -322,6 +339,9 @@ class Scheduler:
             else:
                 self._transition(tid, TaskState.DEAD_LETTERED, attempt=entry, error=r.error)
                 dead.append(tid)
+        self.fanout.flush()
+        for tid in self.fanout.take_settled():
+            (released if self.status[tid].state == TaskState.COMPLETED else dead).append(tid)
         for tid in dead:
             self._skip_descendants(tid)
         self._commit()  # durable before anything acts on it
@@ -410,7 +430,7 @@ class Scheduler:
                 any_failed = True
             tasks[tid] = TaskResult(state=state.value, attempts=st.attempts,
                                     output=st.output if state == TaskState.COMPLETED else None,
-                                    error=error_text(st))
+                                    error=error_text(st), elements=fanout.summary(st))
         if self.cancel.reason:
             status = RunStatus.CANCELLED
         elif any_failed:
@@ -425,7 +445,8 @@ def stored_result(run_id: str, statuses: Mapping[str, TaskStatus]) -> RunResult:
     succeeded run)."""
     tasks = {tid: TaskResult(state=st.state.value, attempts=st.attempts,
                              output=st.output if st.state == TaskState.COMPLETED else None,
-                             error=error_text(st)) for tid, st in statuses.items()}
+                             error=error_text(st), elements=fanout.summary(st))
+             for tid, st in statuses.items()}
     return RunResult(run_id, RunStatus.SUCCEEDED.value, tasks)
 
 

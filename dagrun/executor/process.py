@@ -255,7 +255,7 @@ class ProcessExecutor:
         payload = wire.encode({
             "id": msg_id, "run_id": attempt.run_id, "task": attempt.task_id,
             "attempt": attempt.number, "call": attempt.call, "kwargs": attempt.kwargs,
-            "memory_limit": attempt.memory_limit,
+            "memory_limit": attempt.memory_limit, "map_index": attempt.map_index,
         }, msg_id)
         if not worker.inflight:
             worker.head_started = time.monotonic()
@@ -419,6 +419,7 @@ class ProcessExecutor:
             task_id=attempt.task_id, number=attempt.number, output=msg.get("output"),
             error=TaskError.from_dict(error),
             started=msg.get("started", 0.0), ended=msg.get("ended", 0.0),
+            map_index=attempt.map_index,
         )
 
     def _enforce_deadlines(self, results: list[AttemptResult]) -> None:
@@ -467,17 +468,20 @@ class ProcessExecutor:
             _, attempt = worker.inflight.popleft()
             if not first:  # queued behind the one that died: it never started
                 results.append(AttemptResult(attempt.task_id, attempt.number, cancelled=True,
-                                             started=now, ended=now))
+                                             started=now, ended=now,
+                                             map_index=attempt.map_index))
                 continue
             first = False
             clean_exit = worker.retiring and not worker.kill_reason and status == 0
             if worker.kill_reason == "cancel" or clean_exit:
                 results.append(AttemptResult(attempt.task_id, attempt.number, cancelled=True,
-                                             started=now, ended=now))
+                                             started=now, ended=now,
+                                             map_index=attempt.map_index))
             else:
                 results.append(AttemptResult(attempt.task_id, attempt.number,
                                              error=self._death_error(worker, attempt, status),
-                                             started=worker.head_wall or now, ended=now))
+                                             started=worker.head_wall or now, ended=now,
+                                             map_index=attempt.map_index))
         if not self._closing:
             self._missing += 1
             self._replenish()

@@ -18,6 +18,7 @@ from typing import Any
 
 from dagrun.durations import parse_duration, parse_size
 from dagrun.errors import SpecError
+from dagrun.kinds.fanout import parse_keys as parse_map
 from dagrun.spec.model import (
     BACKOFFS,
     CALL,
@@ -35,8 +36,9 @@ PIPELINE_KEYS = ("name", "description", "workers", "deadline", "durability",
 POLICY_KEYS = (
     "timeout", "timeout_grace", "retries", "retry_delay", "retry_backoff", "retry_max_delay",
     "retry_jitter", "retry_on", "no_retry_on", "priority", "memory_limit", "breaker",
+    "map_allow_failures",
 )
-TASK_KEYS = ("call", "deps", "inputs", "kwargs", *POLICY_KEYS)
+TASK_KEYS = ("call", "deps", "inputs", "kwargs", *POLICY_KEYS, "map")
 BREAKER_KEYS = ("failure_threshold", "cooldown", "success_threshold", "max_wait")
 
 
@@ -263,8 +265,10 @@ def _parse_task(tid: str, tdoc: Any, defaults: Mapping[str, Any],
         policy = _parse_policy({**defaults, **tdoc}, breakers, ctx)
     else:
         policy = shared["policy"]
+    fanout = parse_map(tdoc, defaults, ctx, inputs, kwargs) if "map" in tdoc or (
+        "map_allow_failures" in tdoc) else {}
     return TaskSpec(id=tid, call=call, deps=tuple(deps), inputs=dict(inputs), kwargs=kwargs,
-                    **policy)
+                    **policy, **fanout)
 
 
 _TASK_KEY_SET = frozenset(TASK_KEYS)

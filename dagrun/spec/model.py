@@ -43,11 +43,16 @@ class TaskSpec:
     retry: RetryPolicy = RetryPolicy()
     memory_limit: int | None = None
     breaker: str | None = None
+    map: str | None = None  # the parameter whose list the task maps over (kinds/fanout.py)
+    map_allow_failures: bool = False
 
     def definition(self) -> dict[str, Any]:
         """What decides the task's output: a change here means the task must re-run."""
-        return {"call": self.call, "kwargs": self.kwargs, "inputs": self.inputs,
-                "deps": list(self.deps)}
+        d = {"call": self.call, "kwargs": self.kwargs, "inputs": self.inputs,
+             "deps": list(self.deps)}
+        if self.map is not None:
+            d["map"] = [self.map, self.map_allow_failures]
+        return d
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ def from_dict(data: Mapping[str, Any]) -> PipelineSpec:
             t["id"], t["call"], tuple(get(t, "deps", ())), get(t, "inputs") or {},
             get(t, "kwargs") or {}, get(t, "priority", 0), get(t, "timeout"),
             get(t, "timeout_grace", 1.0), retry, get(t, "memory_limit"),
-            get(t, "breaker"))
+            get(t, "breaker"), get(t, "map"), get(t, "map_allow_failures", False))
     breakers = {n: BreakerSpec(**b) for n, b in data.get("breakers", {}).items()}
     return PipelineSpec(
         name=data["name"], tasks=tasks, workers=data.get("workers"),
@@ -79,6 +79,9 @@ def _task_dict(t: TaskSpec) -> dict[str, Any]:
         d["memory_limit"] = t.memory_limit
     if t.breaker is not None:
         d["breaker"] = t.breaker
+    if t.map is not None:
+        d["map"] = t.map
+        d["map_allow_failures"] = t.map_allow_failures
     r = t.retry
     if r != _DEFAULT_RETRY:
         d["retry"] = {"retries": r.retries, "delay": r.delay, "backoff": r.backoff,
