@@ -30,8 +30,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dagrun.errors import SpecError
+from dagrun.kinds.fanout_spec import kind as _kind
 from dagrun.model import Attempt, AttemptResult, TaskError, TaskState
+from dagrun.retry import retry_delay, should_retry
 from dagrun.store.records import RUN_FORMAT
 
 if TYPE_CHECKING:
@@ -43,38 +44,6 @@ PENDING, RUNNING, RETRYING, COMPLETED, FAILED = range(5)
 _FINAL = (COMPLETED, FAILED)
 ELEMENT_ID = re.compile(r"^(?P<task>.+)\[(?P<index>0|[1-9][0-9]{0,9})\]$")
 _MAX_COUNT = 10**9
-
-
-# ------------------------------------------------------------------ spec keys
-
-def parse_keys(tdoc: Mapping[str, Any], defaults: Mapping[str, Any], ctx: str,
-               inputs: Mapping[str, str], kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """TaskSpec fields of `map` / `map_allow_failures` (empty when the task does not map)."""
-    allow = tdoc.get("map_allow_failures", defaults.get("map_allow_failures", False))
-    if not isinstance(allow, bool):
-        raise SpecError(f"{ctx}: 'map_allow_failures' must be true or false, got {allow!r}")
-    param = tdoc.get("map")
-    if param is None:
-        if "map_allow_failures" in tdoc:
-            raise SpecError(f"{ctx}: 'map_allow_failures' is set but the task has no 'map'")
-        return {}
-    if not isinstance(param, str) or not param.isidentifier():
-        raise SpecError(f"{ctx}: 'map' must name a parameter of the task, got {param!r}")
-    if param in kwargs:
-        if not isinstance(kwargs[param], list):
-            raise SpecError(f"{ctx}: 'map' names 'kwargs.{param}', which is a "
-                            f"{_kind(kwargs[param])}, not a list")
-    elif param not in inputs:
-        given = ", ".join(sorted([*inputs, *kwargs])) or "none"
-        raise SpecError(f"{ctx}: 'map' names parameter {param!r}, which is neither in "
-                        f"'inputs' nor in 'kwargs' (parameters given: {given})")
-    return {"map": param, "map_allow_failures": allow}
-
-
-def _kind(value: Any) -> str:
-    return "null" if value is None else {dict: "table/mapping", str: "string", bool: "boolean",
-                                         int: "number", float: "number"}.get(type(value),
-                                                                             type(value).__name__)
 
 
 def split_ids(names: Iterable[str]) -> tuple[set[str], dict[str, set[int]]]:
@@ -212,10 +181,6 @@ class Fanout:
     """Runs the elements of the map tasks of one Scheduler."""
 
     def __init__(self, sched: Scheduler) -> None:
-        # Here, not at the top: spec loading imports this module for parse_keys,
-        # and dagrun.retry imports the spec package.
-        from dagrun.retry import retry_delay, should_retry
-
         self._should_retry, self._retry_delay = should_retry, retry_delay
         self.s = sched
         self.ready: deque[tuple[str, int]] = deque()

@@ -18,7 +18,7 @@ from typing import Any
 
 from dagrun.durations import parse_duration, parse_size
 from dagrun.errors import SpecError
-from dagrun.kinds.fanout import parse_keys as parse_map
+from dagrun.kinds.fanout_spec import parse_keys as parse_map
 from dagrun.spec.model import (
     BACKOFFS,
     CALL,
