@@ -57,8 +57,13 @@ class Bench:
         out, m = self._child("floor", str(w.path))
         return out["run"], out["parse"], m
 
-    def api(self, w: Workload, durability: str = "default") -> tuple[float, measure.Measured]:
-        out, m = self._child("api", str(w.path), self.state(), durability)
+    def raw(self, path: Path) -> tuple[float, measure.Measured]:
+        out, m = self._child("raw", str(path))
+        return out["run"], m
+
+    def api(self, w: Workload, durability: str = "default", path: Path | None = None,
+            state: str | None = None) -> tuple[float, measure.Measured]:
+        out, m = self._child("api", str(path or w.path), state or self.state(), durability)
         if out["status"] != "succeeded":
             raise SystemExit(f"bench: dagrun run of {w.key} {out['status']}")
         return out["run"], m
@@ -103,6 +108,8 @@ class Bench:
         for _ in range(self.runs):
             wall, _, m = self.floor(w)
             add("floor (ProcessPoolExecutor)", wall, m)
+            wall, m = self.raw(w.path)
+            add("raw floor (fork + pipes)", wall, m)
             wall, m = self.api(w)
             add(f"dagrun API, run phase ({DEFAULT_DURABILITY})", wall, m)
             m = self.cli_run(w)
@@ -116,10 +123,62 @@ class Bench:
                            ideal=w.ideal if w.ideal else None)
             if floor is None:
                 floor = med
+        api = statistics.median(res[f"dagrun API, run phase ({DEFAULT_DURABILITY})"][0])
+        pool = statistics.median(res["floor (ProcessPoolExecutor)"][0])
+        raw = statistics.median(res["raw floor (fork + pipes)"][0])
+        self.notes.append(f"{w.key}: dagrun API run phase {api:.2f}s = {api / pool:.2f}x the "
+                          f"ProcessPoolExecutor floor ({pool:.2f}s), {api / raw:.2f}x the raw "
+                          f"floor ({raw:.2f}s)")
         if w.ideal:
             api = statistics.median(res[f"dagrun API, run phase ({DEFAULT_DURABILITY})"][0])
             self.notes.append(f"{w.key}: ideal {w.ideal:.2f}s; dagrun API run phase is "
                               f"{(api / w.ideal - 1) * 100:+.1f}% off ideal")
+
+    def fan_out(self, w: Workload) -> None:
+        """W6: a map over N no-op elements against N plain tasks (both through the
+        API, run phase) and the raw floor running the same map; journal bytes per
+        element and peak RSS of the dagrun process (CLI)."""
+        print(f"W6: {w.title}", file=sys.stderr, flush=True)
+        assert w.plain is not None
+        res: dict[str, tuple[list[float], list[float]]] = {}
+        journal_bytes: list[int] = []
+
+        def add(name: str, wall: float, m: measure.Measured) -> None:
+            walls, mems = res.setdefault(name, ([], []))
+            walls.append(wall)
+            mems.append(m.tree_mb)
+
+        rss: dict[str, float] = {}
+        for _ in range(max(1, self.runs // 2)):
+            wall, m = self.raw(w.path)
+            add("raw floor, the same map", wall, m)
+            state = self.state()
+            wall, m = self.api(w, state=state)
+            add("dagrun API, map (run phase)", wall, m)
+            journal_bytes.append(sum(p.stat().st_size
+                                     for p in Path(state).glob("runs/*/journal")))
+            wall, m = self.api(w, path=w.plain)
+            add("dagrun API, N plain tasks", wall, m)
+        m = self.cli_run(w)
+        rss["map"] = m.root_mb
+        add("dagrun CLI, map, whole process", m.wall, m)
+        m = self.cli("run", str(w.plain), "--json", "--workers", str(WORKERS), "--state-dir",
+                     self.state())
+        rss["plain"] = m.root_mb
+        add("dagrun CLI, N plain tasks, whole process", m.wall, m)
+        raw = None
+        for name, (walls, mems) in res.items():
+            med = self.row(w, name, walls, mems, raw)
+            if raw is None:
+                raw = med
+        mapped = statistics.median(res["dagrun API, map (run phase)"][0])
+        plain = statistics.median(res["dagrun API, N plain tasks"][0])
+        per = statistics.median(journal_bytes) / w.tasks
+        self.notes.append(
+            f"W6: map {mapped:.2f}s vs {w.tasks:,} plain tasks {plain:.2f}s "
+            f"({mapped / plain:.2f}x) and vs the raw floor {raw:.2f}s ({mapped / raw:.2f}x); "
+            f"journal {per:.0f} bytes per element; peak RSS of dagrun (CLI) "
+            f"{rss['map']:.0f} MB for the map, {rss['plain']:.0f} MB for the plain tasks")
 
     def scale(self, w: Workload) -> None:
         print(f"W5: {w.title}", file=sys.stderr, flush=True)
@@ -234,7 +293,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench")
     ap.add_argument("--quick", action="store_true", help="smaller sizes (< 2 minutes)")
     ap.add_argument("--runs", type=int, default=5, help="runs per measurement (median)")
-    ap.add_argument("--only", default="W1,W2,W3,W4,W5", help="comma-separated workloads")
+    ap.add_argument("--only", default="W1,W2,W3,W4,W5,W6", help="comma-separated workloads")
     args = ap.parse_args()
     only = {k.strip().upper() for k in args.only.split(",")}
     t0 = time.perf_counter()
@@ -247,6 +306,8 @@ def main() -> None:
                 continue
             if key == "W5":
                 b.scale(w)
+            elif key == "W6":
+                b.fan_out(w)
             else:
                 b.small(w, durability_modes=key == "W1")
     finally:
@@ -256,7 +317,8 @@ def main() -> None:
     print(b.table())
     print()
     print("µs/task: (median wall - ideal) / tasks; ideal is 0 except W4 (sleeps / workers).")
-    print("+µs/task: overhead per task over the floor (or, for W5 run, over floor + parse).")
+    print("+µs/task: overhead per task over the floor (or, for W5 run, over floor + parse; for "
+          "W6, over the raw floor).")
     print("tree MB: peak PSS of the measured process tree (interpreter, workers, sentinels).")
     for note in b.notes:
         print(f"- {note}")

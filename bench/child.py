@@ -2,6 +2,7 @@
 be watched and nothing is shared between measurements. Prints one JSON object.
 
     python -m bench.child floor SPEC            -> {"parse": s, "run": s}
+    python -m bench.child raw SPEC              -> {"parse": s, "run": s}  (bench/rawfloor.py)
     python -m bench.child api SPEC STATE MODE   -> {"run": s, "status": ...}
                                                  (MODE: fast|atomic|durable|default)
 """
@@ -31,6 +32,21 @@ def floor(spec: str) -> dict:
     return {"parse": parse, "run": time.perf_counter() - t0}
 
 
+def raw(spec: str) -> dict:
+    import tomllib
+
+    from bench import rawfloor
+    from bench.workloads import WORKERS
+
+    sys.path.insert(0, str(Path(spec).parent))
+    t0 = time.perf_counter()
+    doc = tomllib.loads(Path(spec).read_text())
+    parse = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rawfloor.run(doc, WORKERS)
+    return {"parse": parse, "run": time.perf_counter() - t0}
+
+
 def api(spec: str, state: str, durability: str) -> dict:
     """The run phase through the Python API: the spec is loaded beforehand (like the
     floor's graph); validation of the graph and callables, run creation, workers,
@@ -48,7 +64,7 @@ def api(spec: str, state: str, durability: str) -> dict:
 
 def main() -> None:
     kind, *args = sys.argv[1:]
-    out = floor(*args) if kind == "floor" else api(*args)
+    out = {"floor": floor, "raw": raw, "api": api}[kind](*args)
     sys.stdout.buffer.write(orjson.dumps(out) + b"\n")
 
 

@@ -3,7 +3,9 @@ temporary folder: the same files feed dagrun and the floor.
 
 W1 independent no-op tasks; W2 a chain passing an int downstream; W3 layers of
 tasks each depending on 2 random tasks of the layer before (fixed seed); W4
-tasks sleeping 50 ms; W5 the scale test, a large layered spec (~2 deps each).
+tasks sleeping 50 ms; W5 the scale test, a large layered spec (~2 deps each);
+W6 a map over N no-op elements (one upstream returns the list), beside the
+same N as plain tasks (`plain`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,14 @@ def inc(x):
     return x + 1
 
 
+def each(x):
+    return None
+
+
+def items(n):
+    return list(range(n))
+
+
 def nap(seconds):
     time.sleep(seconds)
     return None
@@ -44,6 +54,7 @@ class Workload:
     path: Path
     tasks: int
     ideal: float = 0.0  # wall time with zero overhead (W4: sleeps / workers)
+    plain: Path | None = None  # W6: the same number of plain tasks
 
 
 def write_module(folder: Path) -> None:
@@ -99,6 +110,16 @@ def sleepers(folder: Path, n: int, seconds: float = 0.05) -> Workload:
                     n, ideal=n * seconds / WORKERS)
 
 
+def fan_out(folder: Path, n: int) -> Workload:
+    path = folder / "w6.toml"
+    path.write_text(f'[pipeline]\nname = "w6"\nworkers = {WORKERS}\n\n'
+                    f'[tasks.src]\ncall = "benchtasks:items"\nkwargs = {{ n = {n} }}\n\n'
+                    '[tasks.m]\ncall = "benchtasks:each"\ndeps = ["src"]\n'
+                    'inputs = { x = "src" }\nmap = "x"\n')
+    plain = _spec(folder, "w6plain", [(f"t{i}", "noop", [], {}, "") for i in range(n)])
+    return Workload("W6", f"map over {n:,} no-op elements", path, n, plain=plain)
+
+
 def scale(folder: Path, n: int) -> Workload:
     width = 1000 if n >= 10_000 else 100
     return layered(folder, n // width, width, name="w5", key="W5")
@@ -107,13 +128,14 @@ def scale(folder: Path, n: int) -> Workload:
 def all_workloads(folder: Path, quick: bool) -> dict[str, Workload]:
     write_module(folder)
     if quick:
-        sizes = dict(w1=2000, w2=200, w3=(10, 50), w4=40, w5=10_000)
+        sizes = dict(w1=2000, w2=200, w3=(10, 50), w4=40, w5=10_000, w6=10_000)
     else:
-        sizes = dict(w1=10_000, w2=1000, w3=(20, 100), w4=200, w5=100_000)
+        sizes = dict(w1=10_000, w2=1000, w3=(20, 100), w4=200, w5=100_000, w6=100_000)
     return {
         "W1": independent(folder, sizes["w1"]),
         "W2": chain(folder, sizes["w2"]),
         "W3": layered(folder, *sizes["w3"]),
         "W4": sleepers(folder, sizes["w4"]),
         "W5": scale(folder, sizes["w5"]),
+        "W6": fan_out(folder, sizes["w6"]),
     }

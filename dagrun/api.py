@@ -166,8 +166,10 @@ def dlq_retry(run_id: str, tasks: list[str] | tuple[str, ...] = (), *,
     info = StateDir(state_dir).open_run(run_id)  # an unknown run: the same error as resume
     queue = DeadLetterQueue(state_dir)
     tasks_now = info.spec.tasks
-    lettered = [t for t in queue.tasks(run_id) if t in tasks_now]
-    gone = [t for t in queue.tasks(run_id) if t not in tasks_now]
+    from dagrun.kinds.fanout import base_task  # letters of map elements: TASK[i]
+
+    lettered = [t for t in queue.tasks(run_id) if base_task(t) in tasks_now]
+    gone = [t for t in queue.tasks(run_id) if base_task(t) not in tasks_now]
     if gone and not tasks and reporter is not None:
         reporter.message(f"ignoring letters of tasks no longer in the run's spec: "
                          f"{', '.join(gone)} (`dagrun dlq purge --run-id {run_id}` deletes them)")

@@ -29,6 +29,7 @@ import orjson
 
 from dagrun.errors import StateIOError, UsageError
 from dagrun.events import Event, TaskChanged
+from dagrun.kinds import fanout
 from dagrun.model import TaskError, TaskState, TaskStatus
 from dagrun.spec import PipelineSpec
 from dagrun.store.fs import describe_os_error, make_private_dir, read_state_file, write_atomic_raw
@@ -91,7 +92,7 @@ class DeadLetterQueue:
             return base
         from dagrun.spec import TASK_ID
 
-        if not TASK_ID.fullmatch(task):
+        if not TASK_ID.fullmatch(fanout.base_task(task)) or task.startswith("."):
             raise UsageError(f"invalid task id {task!r}")
         return base / task
 
@@ -225,7 +226,8 @@ class DeadLetterOffice:
             st = self.statuses.get(tid)
             if st is not None and st.state == TaskState.DEAD_LETTERED:
                 self.on_dead_letter(tid, st)
-        for tid in list(self.lettered):
+        for name in list(self.lettered):
+            tid = fanout.base_task(name)  # TASK[i]: an element of a map task
             st = self.statuses.get(tid)
             if st is not None and st.state == TaskState.COMPLETED:
                 self.on_completed(tid, st)
@@ -242,6 +244,9 @@ class DeadLetterOffice:
         kwargs = dict(t.kwargs)
         for param, upstream in t.inputs.items():
             kwargs[param] = self.statuses[upstream].output
+        if st.elements is not None:
+            self._element_letters(tid, st, kwargs)
+            return
         old = self.queue.read(self.run_id, tid) if tid in self.lettered else None
         attempts = list(old.attempts) if old else []
         seen = {(a.get("attempt"), a.get("started")) for a in attempts}
@@ -252,10 +257,30 @@ class DeadLetterOffice:
             inputs_digest=inputs_digest(kwargs), call=t.call))
         self.lettered.add(tid)
 
+    def _element_letters(self, tid: str, st: TaskStatus, kwargs: dict[str, Any]) -> None:
+        """A failed map task: one letter per failed element, named TASK[i]; the
+        letters of its elements that have completed since go."""
+        el, t = st.elements, self.spec.tasks[tid]
+        items = kwargs.get(t.map) if isinstance(kwargs.get(t.map), list) else []
+        for name in [n for n in self.lettered if fanout.base_task(n) == tid and n != tid]:
+            if int(name[len(tid) + 1:-1]) not in el.errors:
+                self.queue.remove(self.run_id, name)
+                self.lettered.discard(name)
+        for i, error in el.errors.items():
+            name = f"{tid}[{i}]"
+            element_kwargs = {**kwargs, t.map: items[i] if i < len(items) else None}
+            self.queue.write(Letter(
+                run_id=self.run_id, task=name, pipeline=self.spec.name, created=time.time(),
+                attempts=tuple(el.history.get(i, ())), error=error.to_dict(),
+                inputs_digest=inputs_digest(element_kwargs), call=t.call))
+            self.lettered.add(name)
+
     def on_completed(self, tid: str, st: TaskStatus) -> None:
-        if tid in self.lettered:
-            self.queue.remove(self.run_id, tid)
-            self.lettered.discard(tid)
+        if not self.lettered or (tid not in self.lettered and st.elements is None):
+            return
+        for name in [n for n in self.lettered if n == tid or fanout.base_task(n) == tid]:
+            self.queue.remove(self.run_id, name)
+            self.lettered.discard(name)
 
 
 def describe(letter: Letter) -> str:

@@ -75,6 +75,7 @@ class Attempt:
     state: dict[str, Any] | None = None  # state across runs, when the callable takes it
     when: str | None = None  # a condition's predicate, run in the worker first
     loop: dict[str, Any] | None = None  # a loop iteration: kinds/loop.py
+    map_index: int | None = None  # an element of a map task (kinds/fanout.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,7 @@ class AttemptResult:
     state: dict[str, Any] | None = None  # the task's state across runs, as it left it
     condition_false: bool = False  # the task's `when` said no: skipped, no attempt used
     stop: bool = False  # a loop's predicate said stop (kinds/loop.py)
+    map_index: int | None = None  # the Attempt's
 
     @property
     def ok(self) -> bool:
@@ -115,6 +117,7 @@ class TaskStatus:
     sensor_started: float | None = None  # wall time the sensor's window opened
     iterations: int = 0  # loop (kinds/loop.py): finished iterations
     stopped_by: str | None = None
+    elements: Any = None  # a map task's kinds.fanout.Elements
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,7 @@ class TaskResult:
     error: str | None
     reason: str | None = None  # why skipped
     extra: dict[str, Any] | None = None  # a kind's fields (polls, iterations, ...)
+    elements: dict[str, Any] | None = None  # a map task's {count, completed, failed}
 
     def to_dict(self) -> dict[str, Any]:
         d = {"state": self.state, "attempts": self.attempts, "output": self.output,
@@ -133,6 +137,8 @@ class TaskResult:
             d["reason"] = self.reason
         if self.extra:
             d.update(self.extra)
+        if self.elements is not None:
+            d["elements"] = self.elements
         return d
 
 

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from dagrun.events import Event, Note, RunFinished, RunStarted, TaskChanged
+from dagrun.kinds.fanout import ElementChanged
 from dagrun.kinds.triggers import describe as describe_skip
 from dagrun.model import RunResult, TaskState, TaskStatus
 from dagrun.spec import PipelineSpec
@@ -45,6 +46,11 @@ class QuietReporter:
                     event.new == TaskState.CANCELLED and event.old != TaskState.RUNNING):
                 # A stop's cancelled *pending* tasks are told once, in the summary.
                 self.task_finished(event.task_id, event)
+        elif isinstance(event, ElementChanged):  # TASK[i] of a map task
+            if event.new == TaskState.RUNNING:
+                self.element_started(event)
+            else:
+                self.element_finished(event)
         elif isinstance(event, Note):
             self.message(event.text)
         elif isinstance(event, RunStarted):
@@ -62,6 +68,12 @@ class QuietReporter:
         pass
 
     def task_requeued(self, task_id: str) -> None:
+        pass
+
+    def element_started(self, event: ElementChanged) -> None:
+        pass
+
+    def element_finished(self, event: ElementChanged) -> None:
         pass
 
     def message(self, text: str) -> None:
@@ -98,8 +110,20 @@ class PlainReporter(QuietReporter):
             line += f" ({describe_skip(change.reason)})"
         print(line, file=self.stream, flush=True)
 
+    def element_finished(self, event: ElementChanged) -> None:
+        # Failures always; completions of small maps only (a 100k map is one line).
+        if event.error is not None:
+            print(f"  {event.name} {event.new.value} (attempt {event.attempt}): "
+                  f"{event.error.summary()}", file=self.stream, flush=True)
+        elif event.index < ELEMENT_LINES:
+            print(f"  {event.name} {event.new.value}", file=self.stream, flush=True)
+
     def finish(self, result: RunResult) -> None:
         print_summary(result, self.stream, time.monotonic() - self.t0, rich_table=False)
+
+
+# Elements of a map shown one line each by the plain display (the rest: failures only).
+ELEMENT_LINES = 100
 
 
 class LiveReporter(PlainReporter):
@@ -141,6 +165,14 @@ class LiveReporter(PlainReporter):
 
     def task_requeued(self, task_id: str) -> None:
         self.running.pop(task_id, None)
+    def element_started(self, event: ElementChanged) -> None:
+        self.running[event.name] = event.attempt
+
+    def element_finished(self, event: ElementChanged) -> None:
+        self.running.pop(event.name, None)
+        if event.error is not None:
+            self.live.console.print(f"[red]✗[/red] {event.name} {event.new.value}: "
+                                    f"{event.error.summary()}", markup=True, highlight=False)
 
     def task_finished(self, task_id: str, change: TaskChanged) -> None:
         self.running.pop(task_id, None)

@@ -170,7 +170,9 @@ def _load_and_repair(info: RunInfo, spec: PipelineSpec, changed: set[str],
                          "of another run (copied or appended from elsewhere)")
     for line in broken_chain_lines(info.journal_path, folded.broken):
         reporter.message(line)
-    retry = set(retry_tasks or ())
+    from dagrun.kinds.fanout import split_ids
+
+    retry, retry_elements = split_ids(retry_tasks or ())  # TASK[i]: one element of a map
     unknown = sorted(retry - set(spec.tasks))
     if unknown:
         raise UsageError(f"run {info.run_id!r} has no task {unknown[0]!r}")
@@ -187,7 +189,8 @@ def _load_and_repair(info: RunInfo, spec: PipelineSpec, changed: set[str],
     # A crash between a completed record and its state file: the record wins.
     carried.repair(carried.StateStore(state_root(info)), spec.name, info.run_id,
                    {tid: rec for tid, rec in folded.last.items() if carried.RECORD_FIELD in rec})
-    repaired = repair(spec, folded, retry=retry, changed=changed)
+    repaired = repair(spec, folded, retry=retry, changed=changed,
+                      retry_elements=retry_elements)
     repaired.events = folded.events
     return repaired
 

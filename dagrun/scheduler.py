@@ -47,6 +47,7 @@ from typing import Any, Protocol
 from dagrun.events import EventBus, Note, RunFinished, RunStarted, TaskChanged, TaskHeld
 from dagrun.executor.base import Executor, clamp_wait
 from dagrun.graph import dependents_map
+from dagrun.kinds import fanout
 from dagrun.kinds import loop as loop_kind
 from dagrun.kinds import sensor as sensor_kind
 from dagrun.kinds import state as carried_state
@@ -151,6 +152,7 @@ class Scheduler:
         self.waits = waits
         self.states = states
         self._carried: dict[str, dict[str, Any]] = {}  # task -> state its completion saves
+        self.fanout = fanout.Fanout(self)  # the elements of map tasks
 
     # ------------------------------------------------------------ transitions
 
@@ -278,14 +280,17 @@ class Scheduler:
                 _, _, tid = heapq.heappop(self.timers)
                 self._transition(tid, TaskState.PENDING, retry_at=None)
                 self._push_ready(tid)
+            self.fanout.due(now)
             if self.gate is not None:
                 self._gate_due(self.gate)
             if self.waits is not None:
                 self._events_turn(self.waits)
             self._dispatch()
+            if self.fanout.ended():
+                self._handle([])  # a map that ended without an attempt (e.g. an empty list)
             if not self.running and not self.ready and not self.timers and not (
                     self.gate is not None and self.gate.holding()) and not (
-                    self.waits is not None and self.waits.holding()):
+                    self.waits is not None and self.waits.holding()) and not self.fanout.busy():
                 break
             results = self.executor.poll(self._wait_time(now))
             if results:
@@ -302,6 +307,8 @@ class Scheduler:
         waits: list[float | None] = [LISTENER_TICK]
         if self.timers:
             waits.append(self.timers[0][0] - now)
+        if self.fanout.timers:
+            waits.append(self.fanout.timers[0][0] - now)
         if self.deadline_at is not None:
             waits.append(self.deadline_at - now)
         if self.gate is not None:
@@ -316,7 +323,11 @@ class Scheduler:
         batch: list[Attempt] = []
         free = self.executor.free_slots()
         tasks = self.spec.tasks
-        while free > 0 and self.ready:
+        while free > 0 and (self.ready or self.fanout.ready):
+            if self.fanout.first(self.ready[0] if self.ready else None):
+                batch.append(self.fanout.next_attempt())
+                free -= 1
+                continue
             _, _, tid = heapq.heappop(self.ready)
             st = self.status[tid]
             if st.state != TaskState.PENDING:
@@ -343,6 +354,9 @@ class Scheduler:
                 up = self.status[upstream]
                 # An upstream that did not complete (a trigger rule let this run) gives null.
                 kwargs[param] = up.output if up.state == TaskState.COMPLETED else None
+            if t.map is not None:
+                self.fanout.start(tid, kwargs)  # its elements join the queue
+                continue
             state_in = None
             if self.states is not None and carried_state.supplied(t):
                 state_in = self.states.load(self.spec.name, tid)
@@ -372,6 +386,9 @@ class Scheduler:
             t = self.spec.tasks[tid]
             if self.gate is not None:
                 self.gate.settle(r)
+            if r.map_index is not None:
+                self.fanout.result(r, now)  # the element's row; the map may end
+                continue
             if r.cancelled:
                 # Cut short by dagrun itself: does not count against the retries.
                 if self.cancel.reason:
@@ -412,6 +429,8 @@ class Scheduler:
             else:
                 self._transition(tid, TaskState.DEAD_LETTERED, attempt=entry, error=r.error)
                 final.append(tid)
+        self.fanout.flush()
+        final.extend(self.fanout.take_settled())
         for tid in final:
             self._release(tid)
         saved = self._take_carried()
@@ -568,7 +587,7 @@ def task_result(st: TaskStatus) -> TaskResult:
                       output=st.output if state == TaskState.COMPLETED else None,
                       error=error_text(st),
                       reason=st.reason if state == TaskState.SKIPPED else None,
-                      extra=kind_extras(st))
+                      extra=kind_extras(st), elements=fanout.summary(st))
 
 
 def kind_extras(st: TaskStatus) -> dict[str, Any] | None:

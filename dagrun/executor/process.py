@@ -183,7 +183,7 @@ class ProcessExecutor:
         payload = wire.encode({
             "id": msg_id, "run_id": attempt.run_id, "task": attempt.task_id,
             "attempt": attempt.number, "call": attempt.call, "kwargs": attempt.kwargs,
-            "memory_limit": attempt.memory_limit,
+            "memory_limit": attempt.memory_limit, "map_index": attempt.map_index,
             **({} if attempt.state is None else {"state": attempt.state}),
             **({"when": attempt.when} if attempt.when is not None else {}),
             **({"loop": attempt.loop} if attempt.loop is not None else {}),
@@ -360,6 +360,7 @@ class ProcessExecutor:
             state=msg.get("state"),
             condition_false=msg.get("condition") is False and error is None,
             stop=msg.get("stop") is True,
+            map_index=attempt.map_index,
         )
 
     def _enforce_deadlines(self, results: list[AttemptResult]) -> None:
@@ -399,17 +400,20 @@ class ProcessExecutor:
             _, attempt = worker.inflight.popleft()
             if not first:  # queued behind the one that died: it never started
                 results.append(AttemptResult(attempt.task_id, attempt.number, cancelled=True,
-                                             started=now, ended=now))
+                                             started=now, ended=now,
+                                             map_index=attempt.map_index))
                 continue
             first = False
             clean_exit = worker.retiring and not worker.kill_reason and status == 0
             if worker.kill_reason == "cancel" or clean_exit:
                 results.append(AttemptResult(attempt.task_id, attempt.number, cancelled=True,
-                                             started=now, ended=now))
+                                             started=now, ended=now,
+                                             map_index=attempt.map_index))
             else:
                 results.append(AttemptResult(attempt.task_id, attempt.number,
                                              error=procs.death_error(worker, attempt, status),
-                                             started=worker.head_wall or now, ended=now))
+                                             started=worker.head_wall or now, ended=now,
+                                             map_index=attempt.map_index))
         if not self._closing:
             self._missing += 1
             self._replenish()

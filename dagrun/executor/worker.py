@@ -137,6 +137,10 @@ def _run_one(msg: dict[str, Any], functions: dict[str, Any],
     os.environ["DAGRUN_RUN_ID"] = msg["run_id"]
     os.environ["DAGRUN_TASK_ID"] = msg["task"]
     os.environ["DAGRUN_ATTEMPT"] = str(msg["attempt"])
+    if msg.get("map_index") is not None:  # an element of a map task (kinds/fanout.py)
+        os.environ["DAGRUN_MAP_INDEX"] = str(msg["map_index"])
+    else:
+        os.environ.pop("DAGRUN_MAP_INDEX", None)
     limit = msg.get("memory_limit")
     saved = _limit_memory(limit) if limit else None
     started = time.time()

@@ -21,6 +21,7 @@ from dagrun.errors import SpecError
 from dagrun.kinds import loop as loop_kind
 from dagrun.kinds import sensor as sensor_kind
 from dagrun.kinds.conditions import parse_when
+from dagrun.kinds.fanout_spec import parse_keys as parse_map
 from dagrun.kinds.triggers import parse_trigger
 from dagrun.spec.model import (
     BACKOFFS,
@@ -39,10 +40,10 @@ PIPELINE_KEYS = ("name", "description", "workers", "deadline", "durability",
 POLICY_KEYS = (
     "timeout", "timeout_grace", "retries", "retry_delay", "retry_backoff", "retry_max_delay",
     "retry_jitter", "retry_on", "no_retry_on", "priority", "memory_limit", "breaker",
-    "event_timeout", "trigger",
+    "event_timeout", "trigger", "map_allow_failures",
 )
 TASK_KEYS = ("call", "deps", "inputs", "kwargs", "when", *POLICY_KEYS, "wait_for", "sensor",
-             "repeat")
+             "repeat", "map")
 BREAKER_KEYS = ("failure_threshold", "cooldown", "success_threshold", "max_wait")
 
 
@@ -275,8 +276,10 @@ def _parse_task(tid: str, tdoc: Any, defaults: Mapping[str, Any],
         policy = {**policy, **events.parse_keys(tdoc, defaults, ctx)}
     if not _PC_KEYS.isdisjoint(tdoc):
         policy = {**policy, **_sensor_repeat(tdoc, ctx)}
+    fanout = parse_map(tdoc, defaults, ctx, inputs, kwargs) if "map" in tdoc or (
+        "map_allow_failures" in tdoc) else {}
     return TaskSpec(id=tid, call=call, deps=tuple(deps), inputs=dict(inputs), kwargs=kwargs,
-                    when=parse_when(tdoc, ctx), **policy)
+                    when=parse_when(tdoc, ctx), **policy, **fanout)
 
 
 _TASK_KEY_SET = frozenset(TASK_KEYS)

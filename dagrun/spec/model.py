@@ -53,6 +53,8 @@ class TaskSpec:
     when: str | None = None  # a condition's predicate, kinds/conditions.py
     sensor: SensorSpec | None = None
     repeat: RepeatSpec | None = None
+    map: str | None = None  # the parameter whose list the task maps over (kinds/fanout.py)
+    map_allow_failures: bool = False
 
     def definition(self) -> dict[str, Any]:
         """What decides the task's output: a change here means the task must re-run."""
@@ -62,6 +64,8 @@ class TaskSpec:
             d["when"] = self.when
         if self.repeat is not None:
             d["repeat"] = self.repeat.to_dict()
+        if self.map is not None:
+            d["map"] = [self.map, self.map_allow_failures]
         return d
 
 

@@ -49,7 +49,8 @@ def from_dict(data: Mapping[str, Any]) -> PipelineSpec:
             get(t, "breaker"), wait_for=tuple(get(t, "wait_for", ())),
             event_timeout=get(t, "event_timeout"), trigger=get(t, "trigger", "all_success"),
             when=get(t, "when"), sensor=sensor_kind.from_dict(get(t, "sensor")),
-            repeat=loop_kind.from_dict(get(t, "repeat")))
+            repeat=loop_kind.from_dict(get(t, "repeat")), map=get(t, "map"),
+            map_allow_failures=get(t, "map_allow_failures", False))
     breakers = {n: BreakerSpec(**b) for n, b in data.get("breakers", {}).items()}
     return PipelineSpec(
         name=data["name"], tasks=tasks, workers=data.get("workers"),
@@ -96,6 +97,9 @@ def _task_dict(t: TaskSpec) -> dict[str, Any]:
         d["sensor"] = t.sensor.to_dict()
     if t.repeat is not None:
         d["repeat"] = t.repeat.to_dict()
+    if t.map is not None:
+        d["map"] = t.map
+        d["map_allow_failures"] = t.map_allow_failures
     r = t.retry
     if r != _DEFAULT_RETRY:
         d["retry"] = {"retries": r.retries, "delay": r.delay, "backoff": r.backoff,

@@ -65,6 +65,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dagrun.graph import dependents_map, descendants
+from dagrun.kinds import fanout
 from dagrun.kinds import loop as loop_kind
 from dagrun.kinds import sensor as sensor_kind
 from dagrun.kinds.events import EVENT_NAME
@@ -103,6 +104,7 @@ class Folded:
     foreign: int = 0  # records of another run (or of an earlier run of the same id)
     broken: dict[str, int] = field(default_factory=dict)  # task -> line of its first break
     events: set[str] = field(default_factory=set)  # emitted in this run (kinds/events.py)
+    elements: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # map tasks' rows
 
 
 def fold(records: Sequence[dict[str, Any]], digests: Sequence[str], task_ids: Mapping[str, Any],
@@ -136,7 +138,8 @@ def fold(records: Sequence[dict[str, Any]], digests: Sequence[str], task_ids: Ma
             continue
         if not isinstance(tid, str) or tid not in task_ids:
             continue  # a task removed by `resume --spec`
-        if not _well_formed(rec, limit):
+        element_rows = "el" in rec  # a map task's element record (kinds/fanout.py)
+        if not (fanout.valid_record(rec) if element_rows else _well_formed(rec, limit)):
             out.malformed += 1
             continue
         ordinal = max(_int(rec.get("number")), _int((rec.get("attempt") or {}).get("attempt")))
@@ -148,6 +151,9 @@ def fold(records: Sequence[dict[str, Any]], digests: Sequence[str], task_ids: Ma
             continue
         waiting.discard(tid)
         heads[tid] = digests[i]
+        if element_rows:
+            out.elements.setdefault(tid, []).append(rec)
+            continue
         last[tid] = rec
         if rec["state"] == "dead_lettered":
             out.unsettled_letters.add(tid)
@@ -248,7 +254,8 @@ class _Lines:
 
 
 def repair(spec: PipelineSpec, folded: Folded, *, retry: Iterable[str] = (),
-           changed: Iterable[str] = ()) -> Repaired:
+           changed: Iterable[str] = (),
+           retry_elements: Mapping[str, set[int]] | None = None) -> Repaired:
     """Task states to resume from (see the module docstring for the rules)."""
     tasks = spec.tasks
     retry = set(retry)
@@ -274,6 +281,9 @@ def repair(spec: PipelineSpec, folded: Folded, *, retry: Iterable[str] = (),
         attempts = rec["attempts"]
         sensor_kind.restore(st, rec)  # polls and the sensor's window; loop iterations
         loop_kind.restore(st, rec)
+        if tid in folded.elements:  # finished elements of a map stay finished
+            st.elements = fanout.restore(folded.elements[tid], retry=tid in retry,
+                                         only=(retry_elements or {}).get(tid))
         # Every task starts pending; restore() checks the repair against the table.
         if state == TaskState.COMPLETED:
             restore(tid, st, state, TaskState.COMPLETED)
