@@ -137,6 +137,18 @@ def durability_option(f: F) -> F:
                         "else atomic; see README, Crash safety).")(f)
 
 
+def param_option(f: F) -> F:
+    return click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+                        help="A value for the spec's [params] (repeatable; JSON when it "
+                        "parses as JSON, else a string). Env: DAGRUN_PARAM_<KEY>.")(f)
+
+
+def parsed_params(items: tuple[str, ...]) -> dict[str, Any] | None:
+    from dagrun.params import parse_cli
+
+    return parse_cli(items) if items else None
+
+
 def deadline_option(f: F) -> F:
     return click.option("--deadline", help="Cancel the run when it has run this long "
                         "(e.g. 2h); it stays resumable. `none` drops the spec's or the "
@@ -157,9 +169,10 @@ def deadline_option(f: F) -> F:
               "nothing), wait (see --wait-timeout) or fail (exit 3). Default: run anyway.")
 @click.option("--wait-timeout", help="With --if-running wait: give up (exit 3) after this "
               "long (e.g. 30m). Default: wait as long as it takes.")
+@param_option
 def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers: int | None,
         durability: str | None, deadline: str | None, if_running: str | None,
-        wait_timeout: str | None) -> int:
+        wait_timeout: str | None, params: tuple[str, ...]) -> int:
     """Validate SPEC, then execute a new run of it."""
     from dagrun import api
     from dagrun.errors import PipelineBusy
@@ -171,7 +184,7 @@ def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers:
     try:
         result = api.run(spec, state_dir=state_dir, run_id=run_id, workers=workers,
                          durability=durability, deadline=deadline_seconds(deadline),
-                         if_running=if_running,
+                         if_running=if_running, params=parsed_params(params),
                          wait_timeout=duration(wait_timeout, "--wait-timeout"),
                          reporter=_progress.reporter_for(run_id, state_dir, json_mode))
     except PipelineBusy as exc:
@@ -199,9 +212,10 @@ def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers:
               "their descendants.")
 @click.option("--allow-removed", is_flag=True, help="With --spec: let the edited spec drop "
               "tasks of the run (without it, resume names them and exits 2).")
+@param_option
 def resume(run_id: str, state_dir: str, json_mode: bool, durability: str | None,
            deadline: str | None, retry_failed: bool, spec_path: str | None,
-           allow_removed: bool) -> int:
+           allow_removed: bool, params: tuple[str, ...]) -> int:
     """Repair RUN_ID's persisted state and continue it; on a finished run,
     print its result and run nothing."""
     from dagrun import api
@@ -209,6 +223,7 @@ def resume(run_id: str, state_dir: str, json_mode: bool, durability: str | None,
     result = api.resume(run_id, state_dir=state_dir, spec_path=spec_path,
                         retry_failed=retry_failed, durability=durability,
                         deadline=deadline_seconds(deadline), allow_removed=allow_removed,
+                        params=parsed_params(params),
                         reporter=_progress.reporter_for(run_id, state_dir, json_mode))
     return emit_result(result, json_mode)
 
@@ -217,11 +232,12 @@ def resume(run_id: str, state_dir: str, json_mode: bool, durability: str | None,
 @click.argument("spec", type=click.Path(dir_okay=False))
 @state_dir_option
 @json_option
-def validate(spec: str, state_dir: str, json_mode: bool) -> int:
+@param_option
+def validate(spec: str, state_dir: str, json_mode: bool, params: tuple[str, ...]) -> int:
     """Check SPEC, its graph and that every callable imports; run nothing."""
     from dagrun import api
 
-    pipeline = api.validate(spec)
+    pipeline = api.validate(spec, parsed_params(params))
     if json_mode:
         import orjson
 

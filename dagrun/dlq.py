@@ -238,9 +238,11 @@ class DeadLetterOffice:
 
     def on_dead_letter(self, tid: str, st: TaskStatus) -> None:
         t = self.spec.tasks[tid]
-        kwargs = dict(t.kwargs)
+        # A secret param's value never reaches the state dir, not even hashed.
+        kwargs = dict(t.kwargs if t.template is None else t.template)
         for param, upstream in t.inputs.items():
-            kwargs[param] = self.statuses[upstream].output
+            kwargs[param] = (self.statuses[upstream].output if isinstance(upstream, str)
+                             else [self.statuses[u].output for u in upstream])
         old = self.queue.read(self.run_id, tid) if tid in self.lettered else None
         attempts = list(old.attempts) if old else []
         seen = {(a.get("attempt"), a.get("started")) for a in attempts}

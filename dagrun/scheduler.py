@@ -268,7 +268,8 @@ class Scheduler:
                              ordinal=number)
             kwargs = dict(t.kwargs)
             for param, upstream in t.inputs.items():
-                kwargs[param] = self.status[upstream].output
+                kwargs[param] = (self.status[upstream].output if isinstance(upstream, str)
+                                 else [self.status[u].output for u in upstream])
             batch.append(Attempt(
                 run_id=self.run_id, task_id=tid, number=number, call=t.call,
                 kwargs=kwargs, timeout=t.timeout, timeout_grace=t.timeout_grace,

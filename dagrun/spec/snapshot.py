@@ -20,6 +20,8 @@ def to_dict(spec: PipelineSpec) -> dict[str, Any]:
         "python_path": list(spec.python_path),
         "breakers": {n: _breaker_dict(b) for n, b in spec.breakers.items()},
         "tasks": [_task_dict(t) for t in spec.tasks.values()],
+        **({"params": dict(spec.params)} if spec.params else {}),
+        **({"secret_params": list(spec.secret_params)} if spec.secret_params else {}),
     }
 
 
@@ -44,7 +46,7 @@ def from_dict(data: Mapping[str, Any]) -> PipelineSpec:
             t["id"], t["call"], tuple(get(t, "deps", ())), get(t, "inputs") or {},
             get(t, "kwargs") or {}, get(t, "priority", 0), get(t, "timeout"),
             get(t, "timeout_grace", 1.0), retry, get(t, "memory_limit"),
-            get(t, "breaker"))
+            get(t, "breaker"), get(t, "kwargs") if get(t, "template") else None)
     breakers = {n: BreakerSpec(**b) for n, b in data.get("breakers", {}).items()}
     return PipelineSpec(
         name=data["name"], tasks=tasks, workers=data.get("workers"),
@@ -53,6 +55,7 @@ def from_dict(data: Mapping[str, Any]) -> PipelineSpec:
         max_tasks_per_worker=data.get("max_tasks_per_worker"), breakers=breakers,
         source=data.get("source"), base_dir=data.get("base_dir"),
         python_path=tuple(data.get("python_path", ())),
+        params=data.get("params", {}), secret_params=tuple(data.get("secret_params", ())),
     )
 
 
@@ -67,7 +70,11 @@ def _task_dict(t: TaskSpec) -> dict[str, Any]:
         d["deps"] = list(t.deps)
     if t.inputs:
         d["inputs"] = dict(t.inputs)
-    if t.kwargs:
+    if t.template is not None:
+        # It reads a secret param: the resolved kwargs would hold its value.
+        d["kwargs"] = dict(t.template)
+        d["template"] = True
+    elif t.kwargs:
         d["kwargs"] = dict(t.kwargs)
     if t.priority:
         d["priority"] = t.priority
