@@ -124,9 +124,26 @@ def resolve(spec: Any, given: Mapping[str, Any] | None, env: Mapping[str, str], 
 
 
 def _plain(value: Any, ctx: str) -> Any:
-    from dagrun.spec.load import _plain as plain
+    """A value as the run's snapshot can hold it: JSON data, not nested too deep."""
+    if _depth(value) > MAX_DEPTH:
+        raise UsageError(f"{ctx}: nested more than {MAX_DEPTH} levels deep")
+    try:
+        return orjson.loads(orjson.dumps(value))
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise UsageError(f"{ctx}: not a JSON value: {exc}") from None
 
-    return plain(value, ctx, 1)
+
+def _depth(value: Any, level: int = 1) -> int:
+    if level > MAX_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level)
+    if isinstance(value, (list, tuple)):
+        return max((_depth(v, level + 1) for v in value), default=level)
+    return level
+
+
+MAX_DEPTH = 100  # as kwargs in a spec (spec/load.py MAX_KWARGS_DEPTH)
 
 
 def _builtins(spec: Any, run_id: str, run_date: str) -> dict[str, Any]:
