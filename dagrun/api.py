@@ -5,7 +5,7 @@ user errors. The CLI is a thin layer over this module."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dagrun.errors import UsageError
@@ -36,8 +36,12 @@ def run(
     if_running: str | None = None,
     wait_timeout: float | None = None,
     reporter: Reporter | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Validate `spec`, create a new run under `state_dir` and execute it.
+
+    `params`: values of the spec's [params] (over DAGRUN_PARAM_<name> from
+    the environment, over the defaults); substituted into the tasks' kwargs.
 
     `if_running` (skip|wait|fail): what to do when another run of the same
     pipeline is live — skip raises PipelineBusy (exit 0, nothing started),
@@ -56,9 +60,11 @@ def run(
                          f"got {if_running!r}")
     mode = resolve_durability(durability, pipeline)
     rid = check_run_id(run_id) if run_id is not None else new_run_id()
+    pipeline, param_settings = _bind_params(pipeline, params, rid)
     settings = {"workers": workers or pipeline.workers or os.cpu_count() or 1,
                 "durability": mode,
-                "deadline": deadline if deadline is not None else pipeline.deadline}
+                "deadline": deadline if deadline is not None else pipeline.deadline,
+                **param_settings}
     state = StateDir(state_dir)
     plock = PipelineLock(state, pipeline.name)
     try:
@@ -80,6 +86,18 @@ def run(
         plock.release()
 
 
+def _bind_params(pipeline: Any, params: Mapping[str, Any] | None,
+                 run_id: str) -> tuple[Any, dict[str, Any]]:
+    import datetime
+
+    from dagrun.params import bind, resolve, settings_for
+
+    run_date = datetime.date.today().isoformat()
+    values = resolve(pipeline, params, os.environ, run_id=run_id, run_date=run_date)
+    bound = bind(pipeline, values, run_id=run_id, run_date=run_date, fresh=True)
+    return bound, settings_for(pipeline, values, run_date)
+
+
 def resume(
     run_id: str,
     *,
@@ -91,6 +109,7 @@ def resume(
     deadline: float | None = None,
     reporter: Reporter | None = None,
     allow_removed: bool = False,
+    params: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Repair the run's persisted state and continue it (see store/repair.py).
 
@@ -99,14 +118,16 @@ def resume(
     dead-lettered task. `spec_path`: resume with an edited spec of the same
     pipeline — tasks whose definition changed re-run with their descendants;
     one that drops tasks needs `allow_removed`. On a run that already
-    succeeded, returns its stored result and runs nothing.
+    succeeded, returns its stored result and runs nothing. `params`: the
+    values of the run's secret params (else read from DAGRUN_PARAM_<name>);
+    the others keep the values the run was started with.
     """
     from dagrun.resuming import resume_run
 
     return resume_run(run_id, state_dir=state_dir, spec_path=spec_path,
                       retry_failed=retry_failed, retry_tasks=retry_tasks,
                       durability=durability, deadline=deadline, reporter=reporter,
-                      allow_removed=allow_removed)
+                      allow_removed=allow_removed, params=params)
 
 
 # ---------------------------------------------------------------- dead letters
@@ -156,7 +177,8 @@ def dlq_purge(*, state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
 def dlq_retry(run_id: str, tasks: list[str] | tuple[str, ...] = (), *,
               state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
               durability: str | None = None, deadline: float | None = None,
-              reporter: Reporter | None = None) -> RunResult:
+              reporter: Reporter | None = None,
+              params: Mapping[str, Any] | None = None) -> RunResult:
     """Resume `run_id`, giving the dead-lettered `tasks` (default: every task of the
     run with a letter) a fresh retry budget, with their skipped dependents. A task
     that completes loses its letter (the on_completed hook)."""
@@ -183,4 +205,4 @@ def dlq_retry(run_id: str, tasks: list[str] | tuple[str, ...] = (), *,
         raise UsageError(f"run {run_id!r} has no dead letters in {state_dir} "
                          "(see `dagrun dlq list`)")
     return resume(run_id, state_dir=state_dir, retry_tasks=chosen, durability=durability,
-                  deadline=deadline, reporter=reporter)
+                  deadline=deadline, reporter=reporter, params=params)

@@ -241,9 +241,11 @@ class DeadLetterOffice:
 
     def on_dead_letter(self, tid: str, st: TaskStatus) -> None:
         t = self.spec.tasks[tid]
-        kwargs = dict(t.kwargs)
+        # A secret param's value never reaches the state dir, not even hashed.
+        kwargs = dict(t.kwargs if t.template is None else t.template)
         for param, upstream in t.inputs.items():
-            kwargs[param] = self.statuses[upstream].output
+            kwargs[param] = (self.statuses[upstream].output if isinstance(upstream, str)
+                             else [self.statuses[u].output for u in upstream])
         if st.elements is not None:
             self._element_letters(tid, st, kwargs)
             return

@@ -25,8 +25,10 @@ def check_graph(spec: PipelineSpec) -> None:
                 close = difflib.get_close_matches(d, list(tasks), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise SpecError(f"{where}: task {t.id!r}: dependency {d!r} is not a task{hint}")
-        for param, up in t.inputs.items():
-            if up not in t.deps:
+        for param, ups in t.inputs.items():
+            for up in [ups] if isinstance(ups, str) else ups:
+                if up in t.deps:
+                    continue
                 raise SpecError(f"{where}: task {t.id!r}: input {param!r} takes the output of "
                                 f"{up!r}, which is not in its 'deps'; add it to deps")
     cycle = find_cycle(tasks)

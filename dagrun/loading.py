@@ -25,12 +25,17 @@ def load(spec: Any) -> PipelineSpec:
     raise UsageError(f"expected a spec path, PipelineSpec or Pipeline, got {type(spec).__name__}")
 
 
-def validate(spec: Any) -> PipelineSpec:
+def validate(spec: Any, params: Any = None) -> PipelineSpec:
     """Load and check a spec: keys, graph, and that every callable imports and
-    accepts its arguments. Runs nothing, writes nothing."""
+    accepts its arguments; with `params` (--param values), that each is declared.
+    Runs nothing, writes nothing."""
     pipeline = load(spec)
     check_graph(pipeline)
     check_callables(pipeline)
+    if params is not None:
+        from dagrun.params import resolve
+
+        resolve(pipeline, params, os.environ, require_secrets=False)
     return pipeline
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from dagrun.callables import check_callables
 from dagrun.driver import drive, settle_letters
@@ -15,6 +15,7 @@ from dagrun.errors import UsageError
 from dagrun.graph import descendants
 from dagrun.loading import resolve_durability, validate
 from dagrun.model import RunResult
+from dagrun.params import for_resume
 from dagrun.spec import PipelineSpec
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ def resume_run(
     deadline: float | None = None,
     reporter: Reporter | None = None,
     allow_removed: bool = False,
+    params: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Repair the run's persisted state and continue it (see store/repair.py).
 
@@ -64,10 +66,13 @@ def resume_run(
         lock.acquire()
         if file_identity(info.path / "run.json") != before:
             info = state.open_run(run_id)  # a `resume --spec` replaced it meanwhile
-        spec = info.spec
+        # Tasks that read a secret param are resolved again (params.py).
+        spec, param_settings = for_resume(info.spec, info.meta["settings"], params,
+                                          os.environ, run_id, fresh=False)
         changed: set[str] = set()
         if spec_path is not None:
-            new = validate(spec_path)
+            new, param_settings = for_resume(validate(spec_path), info.meta["settings"],
+                                             params, os.environ, run_id, fresh=True)
             _check_same_pipeline(run_id, spec, new, allow_removed)
             changed = {tid for tid, t in new.tasks.items()
                        if tid not in spec.tasks or spec.tasks[tid].definition() != t.definition()}
@@ -98,6 +103,7 @@ def resume_run(
             check_callables(spec)
         settings = dict(info.meta["settings"])
         settings["durability"] = mode
+        settings.update(param_settings)
         if deadline is not None:
             settings["deadline"] = deadline
         elif spec_path is not None:

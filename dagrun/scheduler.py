@@ -219,6 +219,10 @@ class Scheduler:
             elif self._decide(tid):
                 self._release(tid)
 
+    def _output_of(self, upstream: str) -> Any:
+        up = self.status[upstream]
+        return up.output if up.state == TaskState.COMPLETED else None
+
     def _push_ready(self, tid: str) -> None:
         if self.waits is not None and self.waits.hold(tid):
             return  # its events are not all emitted: it waits here, holding no worker
@@ -351,9 +355,9 @@ class Scheduler:
                              ordinal=number)
             kwargs = dict(t.kwargs)
             for param, upstream in t.inputs.items():
-                up = self.status[upstream]
                 # An upstream that did not complete (a trigger rule let this run) gives null.
-                kwargs[param] = up.output if up.state == TaskState.COMPLETED else None
+                kwargs[param] = (self._output_of(upstream) if isinstance(upstream, str)
+                                 else [self._output_of(u) for u in upstream])
             if t.map is not None:
                 self.fanout.start(tid, kwargs)  # its elements join the queue
                 continue

@@ -64,3 +64,15 @@ def duration(value: str | None, name: str, *, allow_none: bool = False) -> float
 
 def deadline_seconds(value: str | None) -> float | None:
     return duration(value, "--deadline", allow_none=True)
+
+
+def param_option(f: F) -> F:
+    return click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+                        help="A value for the spec's [params] (repeatable; JSON when it "
+                        "parses as JSON, else a string). Env: DAGRUN_PARAM_<KEY>.")(f)
+
+
+def parsed_params(items: tuple[str, ...]) -> dict[str, Any] | None:
+    from dagrun.params import parse_cli
+
+    return parse_cli(items) if items else None

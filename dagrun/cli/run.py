@@ -10,6 +10,8 @@ from dagrun.cli.options import (
     durability_option,
     duration,
     json_option,
+    param_option,
+    parsed_params,
     state_dir_option,
 )
 from dagrun.cli.output import emit_result
@@ -30,9 +32,10 @@ from dagrun.cli.progress import progress
               "nothing), wait (see --wait-timeout) or fail (exit 3). Default: run anyway.")
 @click.option("--wait-timeout", help="With --if-running wait: give up (exit 3) after this "
               "long (e.g. 30m). Default: wait as long as it takes.")
+@param_option
 def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers: int | None,
         durability: str | None, deadline: str | None, if_running: str | None,
-        wait_timeout: str | None) -> int:
+        wait_timeout: str | None, params: tuple[str, ...]) -> int:
     """Validate SPEC, then execute a new run of it."""
     from dagrun import api
     from dagrun.errors import PipelineBusy
@@ -44,7 +47,7 @@ def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers:
     try:
         result = api.run(spec, state_dir=state_dir, run_id=run_id, workers=workers,
                          durability=durability, deadline=deadline_seconds(deadline),
-                         if_running=if_running,
+                         if_running=if_running, params=parsed_params(params),
                          wait_timeout=duration(wait_timeout, "--wait-timeout"),
                          reporter=progress.reporter_for(run_id, state_dir, json_mode))
     except PipelineBusy as exc:
@@ -72,9 +75,10 @@ def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers:
               "their descendants.")
 @click.option("--allow-removed", is_flag=True, help="With --spec: let the edited spec drop "
               "tasks of the run (without it, resume names them and exits 2).")
+@param_option
 def resume(run_id: str, state_dir: str, json_mode: bool, durability: str | None,
            deadline: str | None, retry_failed: bool, spec_path: str | None,
-           allow_removed: bool) -> int:
+           allow_removed: bool, params: tuple[str, ...]) -> int:
     """Repair RUN_ID's persisted state and continue it; on a finished run,
     print its result and run nothing."""
     from dagrun import api
@@ -82,6 +86,7 @@ def resume(run_id: str, state_dir: str, json_mode: bool, durability: str | None,
     result = api.resume(run_id, state_dir=state_dir, spec_path=spec_path,
                         retry_failed=retry_failed, durability=durability,
                         deadline=deadline_seconds(deadline), allow_removed=allow_removed,
+                        params=parsed_params(params),
                         reporter=progress.reporter_for(run_id, state_dir, json_mode))
     return emit_result(result, json_mode)
 
@@ -90,11 +95,12 @@ def resume(run_id: str, state_dir: str, json_mode: bool, durability: str | None,
 @click.argument("spec", type=click.Path(dir_okay=False))
 @state_dir_option
 @json_option
-def validate(spec: str, state_dir: str, json_mode: bool) -> int:
+@param_option
+def validate(spec: str, state_dir: str, json_mode: bool, params: tuple[str, ...]) -> int:
     """Check SPEC, its graph and that every callable imports; run nothing."""
     from dagrun import api
 
-    pipeline = api.validate(spec)
+    pipeline = api.validate(spec, parsed_params(params))
     if json_mode:
         import orjson
 

@@ -23,6 +23,7 @@ from dagrun.kinds import sensor as sensor_kind
 from dagrun.kinds.conditions import parse_when
 from dagrun.kinds.fanout_spec import parse_keys as parse_map
 from dagrun.kinds.triggers import parse_trigger
+from dagrun.params import PARAM_NAME, check_reference, references
 from dagrun.spec.model import (
     BACKOFFS,
     CALL,
@@ -34,9 +35,9 @@ from dagrun.spec.model import (
     TaskSpec,
 )
 
-TOP_KEYS = ("pipeline", "defaults", "tasks", "breakers")
+TOP_KEYS = ("pipeline", "defaults", "tasks", "breakers", "params")
 PIPELINE_KEYS = ("name", "description", "workers", "deadline", "durability",
-                 "max_tasks_per_worker", "python_path")
+                 "max_tasks_per_worker", "python_path", "secret_params")
 POLICY_KEYS = (
     "timeout", "timeout_grace", "retries", "retry_delay", "retry_backoff", "retry_max_delay",
     "retry_jitter", "retry_on", "no_retry_on", "priority", "memory_limit", "breaker",
@@ -148,6 +149,7 @@ def parse_document(doc: Any, *, source: str = "<pipeline>", default_name: str = 
     if not isinstance(description, str):
         raise SpecError(f"{pctx}: 'description' must be a string")
     python_path = _python_path(pipe, pctx, base_dir)
+    params, secret_params = _parse_params(doc.get("params", {}), pipe, where)
 
     breakers_doc = doc.get("breakers", {})
     _expect_mapping(breakers_doc, f"{where}: 'breakers'")
@@ -179,7 +181,8 @@ def parse_document(doc: Any, *, source: str = "<pipeline>", default_name: str = 
     tasks: dict[str, TaskSpec] = {}
     # The policy of tasks that set none of their own, parsed here so that a bad
     # value in [defaults] is reported as such, not as the first task's.
-    shared = {"policy": _parse_policy(defaults, breakers, f"{where}: [defaults]")}
+    shared = {"policy": _parse_policy(defaults, breakers, f"{where}: [defaults]"),
+              "params": (*params, *secret_params)}
     for tid, tdoc in tasks_doc.items():
         if not isinstance(tid, str) or not TASK_ID.fullmatch(tid):
             raise SpecError(f"{where}: task id {tid!r} is invalid: ids are 1-128 characters "
@@ -190,7 +193,32 @@ def parse_document(doc: Any, *, source: str = "<pipeline>", default_name: str = 
         name=name, tasks=tasks, workers=workers, description=description, deadline=deadline,
         durability=durability, max_tasks_per_worker=max_tasks, breakers=breakers,
         source=source, base_dir=base_dir, python_path=python_path,
+        params=params, secret_params=secret_params,
     )
+
+
+def _parse_params(doc: Any, pipe: Mapping[str, Any],
+                  where: str) -> tuple[dict[str, Any], tuple[str, ...]]:
+    _expect_mapping(doc, f"{where}: 'params'")
+    params = {}
+    for name, value in doc.items():
+        ctx = f"{where}: [params] {name!r}"
+        if not isinstance(name, str) or not PARAM_NAME.fullmatch(name):
+            raise SpecError(f"{where}: [params] name {name!r} must be a name of letters, "
+                            "digits and '_' (not starting with a digit)")
+        params[name] = _plain(value, ctx, 1)
+        for ref in references(params[name]):
+            check_reference(ref, (), ctx, builtins_only=True)
+    secrets = pipe.get("secret_params", [])
+    ctx = f"{where}: [pipeline] 'secret_params'"
+    if not isinstance(secrets, list) or not all(
+            isinstance(s, str) and PARAM_NAME.fullmatch(s) for s in secrets):
+        raise SpecError(f"{ctx} must be a list of parameter names, got {secrets!r}")
+    for s in secrets:
+        if s in params:
+            raise SpecError(f"{ctx}: {s!r} has a default in [params]; a secret param takes "
+                            f"its value only from --param or DAGRUN_PARAM_{s}")
+    return params, tuple(dict.fromkeys(secrets))
 
 
 def _python_path(pipe: Mapping[str, Any], ctx: str, base_dir: str | None) -> tuple[str, ...]:
@@ -246,9 +274,10 @@ def _parse_task(tid: str, tdoc: Any, defaults: Mapping[str, Any],
         for param, up in inputs.items():
             if not isinstance(param, str) or not param.isidentifier():
                 raise SpecError(f"{ctx}: 'inputs' key {param!r} is not a parameter name")
-            if not isinstance(up, str):
-                raise SpecError(f"{ctx}: 'inputs.{param}' must name an upstream task, "
-                                f"got {up!r}")
+            if not isinstance(up, str) and not (
+                    isinstance(up, list) and all(isinstance(u, str) for u in up)):
+                raise SpecError(f"{ctx}: 'inputs.{param}' must name an upstream task (or "
+                                f"list upstream tasks), got {up!r}")
 
     kwargs = tdoc.get("kwargs", _ABSENT)
     if kwargs is _ABSENT:
@@ -262,6 +291,7 @@ def _parse_task(tid: str, tdoc: Any, defaults: Mapping[str, Any],
                 raise SpecError(f"{ctx}: parameter {k!r} is given both in 'kwargs' and "
                                 "'inputs'")
         kwargs = {k: _plain(v, f"{ctx}: 'kwargs.{k}'", 1) for k, v in kwargs.items()}
+        _check_references(kwargs, shared["params"], ctx)
 
     # A task without policy keys of its own has the defaults' policy: parsed once
     # and shared, which saves time and memory on specs of 100k tasks. The values
@@ -280,6 +310,12 @@ def _parse_task(tid: str, tdoc: Any, defaults: Mapping[str, Any],
         "map_allow_failures" in tdoc) else {}
     return TaskSpec(id=tid, call=call, deps=tuple(deps), inputs=dict(inputs), kwargs=kwargs,
                     when=parse_when(tdoc, ctx), **policy, **fanout)
+
+
+def _check_references(kwargs: dict[str, Any], declared: tuple[str, ...], ctx: str) -> None:
+    for k, v in kwargs.items():
+        for ref in references(v):
+            check_reference(ref, declared, f"{ctx}: 'kwargs.{k}'")
 
 
 _TASK_KEY_SET = frozenset(TASK_KEYS)

@@ -55,6 +55,9 @@ class TaskSpec:
     repeat: RepeatSpec | None = None
     map: str | None = None  # the parameter whose list the task maps over (kinds/fanout.py)
     map_allow_failures: bool = False
+    # The kwargs before substitution, kept only for a task that reads a secret
+    # param: the snapshot stores this instead of the resolved kwargs (params.py).
+    template: Mapping[str, Any] | None = None
 
     def definition(self) -> dict[str, Any]:
         """What decides the task's output: a change here means the task must re-run."""
@@ -91,3 +94,5 @@ class PipelineSpec:
     source: str | None = None  # the spec file, if any
     base_dir: str | None = None  # made importable for the task callables
     python_path: tuple[str, ...] = ()  # absolute folders, importable after base_dir
+    params: Mapping[str, Any] = field(default_factory=dict)  # [params]: name -> default
+    secret_params: tuple[str, ...] = ()  # never stored with a run (params.py)

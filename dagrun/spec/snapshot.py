@@ -22,6 +22,8 @@ def to_dict(spec: PipelineSpec) -> dict[str, Any]:
         "python_path": list(spec.python_path),
         "breakers": {n: _breaker_dict(b) for n, b in spec.breakers.items()},
         "tasks": [_task_dict(t) for t in spec.tasks.values()],
+        **({"params": dict(spec.params)} if spec.params else {}),
+        **({"secret_params": list(spec.secret_params)} if spec.secret_params else {}),
     }
 
 
@@ -50,7 +52,8 @@ def from_dict(data: Mapping[str, Any]) -> PipelineSpec:
             event_timeout=get(t, "event_timeout"), trigger=get(t, "trigger", "all_success"),
             when=get(t, "when"), sensor=sensor_kind.from_dict(get(t, "sensor")),
             repeat=loop_kind.from_dict(get(t, "repeat")), map=get(t, "map"),
-            map_allow_failures=get(t, "map_allow_failures", False))
+            map_allow_failures=get(t, "map_allow_failures", False),
+            template=get(t, "kwargs") if get(t, "template") else None)
     breakers = {n: BreakerSpec(**b) for n, b in data.get("breakers", {}).items()}
     return PipelineSpec(
         name=data["name"], tasks=tasks, workers=data.get("workers"),
@@ -59,6 +62,7 @@ def from_dict(data: Mapping[str, Any]) -> PipelineSpec:
         max_tasks_per_worker=data.get("max_tasks_per_worker"), breakers=breakers,
         source=data.get("source"), base_dir=data.get("base_dir"),
         python_path=tuple(data.get("python_path", ())),
+        params=data.get("params", {}), secret_params=tuple(data.get("secret_params", ())),
     )
 
 
@@ -73,7 +77,11 @@ def _task_dict(t: TaskSpec) -> dict[str, Any]:
         d["deps"] = list(t.deps)
     if t.inputs:
         d["inputs"] = dict(t.inputs)
-    if t.kwargs:
+    if t.template is not None:
+        # It reads a secret param: the resolved kwargs would hold its value.
+        d["kwargs"] = dict(t.template)
+        d["template"] = True
+    elif t.kwargs:
         d["kwargs"] = dict(t.kwargs)
     if t.priority:
         d["priority"] = t.priority
