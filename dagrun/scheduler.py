@@ -52,6 +52,7 @@ from dagrun.model import (
     TaskResult,
     TaskState,
     TaskStatus,
+    task_span,
 )
 from dagrun.retry import retry_delay, should_retry
 from dagrun.spec import PipelineSpec
@@ -130,6 +131,10 @@ class Scheduler:
         self._seq = itertools.count()
         self._records: list[dict[str, Any]] = []
         self._events: list[TaskChanged] = []
+        # Attempts of this process without a history entry: dispatched (first
+        # time only) and cut short by a cancel, for the results' timing fields.
+        self._dispatched: dict[str, float] = {}
+        self._cut: dict[str, float] = {}
 
     # ------------------------------------------------------------ transitions
 
@@ -266,6 +271,7 @@ class Scheduler:
             number = max(st.attempts + 1, len(st.history) + 1, st.ordinal + 1)
             self._transition(tid, TaskState.RUNNING, number=number, attempts=st.attempts + 1,
                              ordinal=number)
+            self._dispatched.setdefault(tid, self._records[-1]["at"])
             kwargs = dict(t.kwargs)
             for param, upstream in t.inputs.items():
                 kwargs[param] = self.status[upstream].output
@@ -297,6 +303,7 @@ class Scheduler:
             if self.gate is not None:
                 self.gate.settle(r)
             if r.cancelled:
+                self._cut[tid] = r.ended or self.wall()
                 # Cut short by dagrun itself: does not count against the retries.
                 if self.cancel.reason:
                     self._transition(tid, TaskState.CANCELLED, number=r.number,
@@ -408,9 +415,12 @@ class Scheduler:
             state = st.state
             if state in (TaskState.DEAD_LETTERED, TaskState.SKIPPED):
                 any_failed = True
+            started, ended = task_span(
+                state, st.history, [self._dispatched[tid]] if tid in self._dispatched else [],
+                [self._cut[tid]] if tid in self._cut else [])
             tasks[tid] = TaskResult(state=state.value, attempts=st.attempts,
                                     output=st.output if state == TaskState.COMPLETED else None,
-                                    error=error_text(st))
+                                    error=error_text(st), started_at=started, ended_at=ended)
         if self.cancel.reason:
             status = RunStatus.CANCELLED
         elif any_failed:
@@ -423,9 +433,10 @@ class Scheduler:
 def stored_result(run_id: str, statuses: Mapping[str, TaskStatus]) -> RunResult:
     """The result of a finished run as its records left it (resume of a
     succeeded run)."""
-    tasks = {tid: TaskResult(state=st.state.value, attempts=st.attempts,
-                             output=st.output if st.state == TaskState.COMPLETED else None,
-                             error=error_text(st)) for tid, st in statuses.items()}
+    tasks = {tid: TaskResult(st.state.value, st.attempts,
+                             st.output if st.state == TaskState.COMPLETED else None,
+                             error_text(st), *task_span(st.state, st.history, [], []))
+             for tid, st in statuses.items()}
     return RunResult(run_id, RunStatus.SUCCEEDED.value, tasks)
 
 
