@@ -200,6 +200,7 @@ def _fold(records: list[dict[str, Any]], digests: list[str], info: Any,
     last: dict[str, dict[str, Any]] = {}
     starts: dict[str, float] = {}
     ends: dict[str, float] = {}
+    dispatched: dict[str, float] = {}
     ending: dict[str, Any] = {}
     last_is_final = False
     for rec, digest in zip(records, digests, strict=True):
@@ -220,8 +221,8 @@ def _fold(records: list[dict[str, Any]], digests: list[str], info: Any,
         heads[tid] = digest
         last[tid] = rec
         at = rec.get("at")
-        if state == "running" and _num(at) and (tid not in starts or at < starts[tid]):
-            starts[tid] = at
+        if state == "running" and _num(at) and tid not in dispatched:
+            dispatched[tid] = at
         attempt = rec.get("attempt")
         if isinstance(attempt, dict):
             began, done = attempt.get("started"), attempt.get("ended")
@@ -229,6 +230,9 @@ def _fold(records: list[dict[str, Any]], digests: list[str], info: Any,
                 starts[tid] = began
             if _num(done) and (tid not in ends or done > ends[tid]):
                 ends[tid] = done
+    # As model.task_span: a dispatch time stands in only where no attempt finished.
+    for tid, at in dispatched.items():
+        starts.setdefault(tid, at)
     return last, starts, ends, ending, last_is_final
 
 

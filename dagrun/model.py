@@ -108,9 +108,11 @@ class TaskStatus:
 def task_span(state: TaskState, history: list[dict[str, Any]], starts: list[float],
               ends: list[float]) -> tuple[float | None, float | None]:
     """(started_at, ended_at) of a task: its first attempt's start, and once it
-    is final its last attempt's end; `starts`/`ends` add attempts that have no
-    history entry (one in flight, one cut short by a cancel)."""
-    starts = [h["started"] for h in history if h.get("started")] + starts
+    is final its last attempt's end. `starts` (dispatch times) count only for a
+    task with no finished attempt (one in flight, one cut short by a cancel),
+    so a run's result, a stored result and `status` agree; `ends` adds the
+    end of an attempt cut short."""
+    starts = [h["started"] for h in history if h.get("started")] or starts
     ends = [h["ended"] for h in history if h.get("ended")] + ends
     if not starts:
         return None, None
