@@ -14,12 +14,14 @@ from dagrun.model import RunResult
 
 if TYPE_CHECKING:
     from dagrun.dlq import Letter
+    from dagrun.history import Deleted, Listing, RunView
     from dagrun.report import QuietReporter as Reporter
 
 DEFAULT_STATE_DIR = ".dagrun"
 
-__all__ = ["DEFAULT_STATE_DIR", "dlq_list", "dlq_purge", "dlq_retry", "dlq_show", "load",
-           "resolve_durability", "resume", "run", "validate"]
+__all__ = ["DEFAULT_STATE_DIR", "breaker_list", "breaker_reset", "dlq_list", "dlq_purge",
+           "dlq_retry", "dlq_show", "gc", "last_unfinished", "load", "resolve_durability",
+           "resume", "run", "runs", "status", "validate"]
 
 
 IF_RUNNING = ("skip", "wait", "fail")
@@ -206,3 +208,60 @@ def dlq_retry(run_id: str, tasks: list[str] | tuple[str, ...] = (), *,
                          "(see `dagrun dlq list`)")
     return resume(run_id, state_dir=state_dir, retry_tasks=chosen, durability=durability,
                   deadline=deadline, reporter=reporter, params=params)
+
+
+# ---------------------------------------------------------------- history (history.py)
+
+
+def runs(*, state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR, limit: int | None = None,
+         pipeline: str | None = None, status: str | None = None) -> Listing:
+    """Runs newest first, with their status (running, crashed, succeeded,
+    failed, cancelled) and task counts; read-only, takes no lock."""
+    from dagrun.history import list_runs
+    from dagrun.store.runs import StateDir
+
+    return list_runs(StateDir(state_dir), limit=limit, pipeline=pipeline, status=status)
+
+
+def status(run_id: str, *, state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR) -> RunView:
+    """One run's status and tasks (UnknownRun if none); read-only, takes no lock."""
+    from dagrun.history import read_run
+    from dagrun.store.runs import StateDir
+
+    return read_run(StateDir(state_dir), run_id)
+
+
+def last_unfinished(*, state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
+                    pipeline: str | None = None) -> str:
+    """The id of the newest crashed or cancelled run (UnknownRun if none)."""
+    from dagrun.history import last_unfinished as find
+    from dagrun.store.runs import StateDir
+
+    return find(StateDir(state_dir), pipeline)
+
+
+def gc(*, state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR, keep: int | None = None,
+       older_than: float | None = None, dry_run: bool = False) -> tuple[list[Deleted], list[str]]:
+    """Delete finished runs (see history.gc); what was deleted, and why others were kept."""
+    from dagrun.history import gc as collect
+    from dagrun.store.runs import StateDir
+
+    return collect(StateDir(state_dir), keep=keep, older_than=older_than, dry_run=dry_run)
+
+
+def breaker_list(*, state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR) -> list[dict[str, Any]]:
+    """Every stored breaker: name, state, failures, reopens_at (wall clock or None)."""
+    import time
+
+    from dagrun.breaker import BreakerStore
+
+    store = BreakerStore(state_dir)
+    now = time.time()
+    return [store.describe(name, now) for name in store.names()]
+
+
+def breaker_reset(name: str, *, state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR) -> None:
+    """Close breaker `name` (UsageError if there is none)."""
+    from dagrun.breaker import BreakerStore
+
+    BreakerStore(state_dir).reset(name)

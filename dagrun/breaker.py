@@ -103,7 +103,8 @@ class Breaker:
     def to_dict(self) -> dict[str, Any]:
         return {"v": FORMAT_VERSION, "name": self.spec.name, "state": self.state,
                 "failures": self.failures, "successes": self.successes,
-                "opened_at": self.opened_at, "updated": time.time()}
+                "opened_at": self.opened_at, "updated": time.time(),
+                "cooldown": self.spec.cooldown}  # for `breaker list` (reopens at)
 
     @classmethod
     def from_dict(cls, spec: BreakerSpec, d: Mapping[str, Any]) -> Breaker:
@@ -157,6 +158,44 @@ class BreakerStore:
         make_private_dir(self.root)
         write_atomic(self.root / breaker.spec.name, frame(breaker.to_dict()))
         self._seen[breaker.spec.name] = self._identity(breaker.spec.name)
+
+
+    def names(self) -> list[str]:
+        from dagrun.spec import TASK_ID
+
+        try:
+            return sorted(p.name for p in self.root.iterdir() if TASK_ID.fullmatch(p.name))
+        except FileNotFoundError:
+            return []
+
+    def describe(self, name: str, now: float) -> dict[str, Any]:
+        """name, state (as of `now`), failures, reopens_at (None unless open);
+        state `corrupt` for a file that does not read (it counts as closed)."""
+        try:
+            d = unframe(read_state_file(self.root / name))
+            cooldown = d.get("cooldown")
+            breaker = Breaker.from_dict(BreakerSpec(name, cooldown=float(cooldown or 0)), d)
+        except (OSError, ValueError, KeyError, TypeError):
+            return {"name": name, "state": "corrupt", "failures": 0, "reopens_at": None}
+        if cooldown is None:  # written before the cooldown was stored
+            return {"name": name, "state": breaker.state, "failures": breaker.failures,
+                    "reopens_at": None}
+        state = breaker.current(now)
+        return {"name": name, "state": state, "failures": breaker.failures,
+                "reopens_at": breaker.reopens_at()}
+
+    def reset(self, name: str) -> None:
+        """Closed, failures forgotten; a live run sees it at its next refresh()."""
+        from dagrun.errors import UsageError
+
+        if name not in self.names():
+            known = ", ".join(self.names()) or "none"
+            raise UsageError(f"no breaker {name!r} in {self.root} (known: {known})")
+        try:
+            cooldown = float(unframe(read_state_file(self.root / name)).get("cooldown") or 60.0)
+        except (OSError, ValueError, TypeError, AttributeError):
+            cooldown = 60.0
+        self.save(Breaker(BreakerSpec(name, cooldown=cooldown)))
 
 
 class BreakerGate:

@@ -33,6 +33,7 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
     from dagrun.callables import add_import_paths
     from dagrun.events import EventBus
     from dagrun.executor.base import create
+    from dagrun.history import clear_live, mark_live
     from dagrun.kinds.state import StateStore
     from dagrun.report import QuietReporter, guarded
     from dagrun.scheduler import CancelToken, Scheduler
@@ -45,6 +46,7 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
     if own_lock:
         lock = Lock(info.path / "lock", f"run {info.run_id}")
         lock.acquire()
+        mark_live(info.path)
     try:
         journal = Journal(info.journal_path, settings["durability"],
                           Chain(info.run_id, info.meta["nonce"], dict(heads or {})))
@@ -81,6 +83,7 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
             journal.close()
     finally:
         if own_lock:
+            clear_live(info.path)
             lock.release()
 
 

@@ -120,6 +120,23 @@ class TaskStatus:
     elements: Any = None  # a map task's kinds.fanout.Elements
 
 
+def task_span(state: TaskState, history: list[dict[str, Any]], starts: list[float],
+              ends: list[float]) -> tuple[float | None, float | None]:
+    """(started_at, ended_at) of a task: its first attempt's start, and once it
+    is final its last attempt's end. `starts` (dispatch times) count only for a
+    task with no finished attempt (one in flight, one cut short by a cancel),
+    so a run's result, a stored result and `status` agree; `ends` adds the
+    end of an attempt cut short."""
+    starts = [h["started"] for h in history if h.get("started")] or starts
+    ends = [h["ended"] for h in history if h.get("ended")] + ends
+    if not starts:
+        return None, None
+    started = round(min(starts), 3)
+    if state not in FINAL_STATES or not ends:
+        return started, None
+    return started, round(max(max(ends), started), 3)
+
+
 @dataclass(frozen=True, slots=True)
 class TaskResult:
     state: str
@@ -129,10 +146,19 @@ class TaskResult:
     reason: str | None = None  # why skipped
     extra: dict[str, Any] | None = None  # a kind's fields (polls, iterations, ...)
     elements: dict[str, Any] | None = None  # a map task's {count, completed, failed}
+    started_at: float | None = None  # wall clock: the task's first attempt started
+    ended_at: float | None = None  # its last attempt ended, once the task is final
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return round(max(0.0, self.ended_at - self.started_at), 3)
 
     def to_dict(self) -> dict[str, Any]:
         d = {"state": self.state, "attempts": self.attempts, "output": self.output,
-             "error": self.error}
+             "error": self.error, "started_at": self.started_at,
+             "ended_at": self.ended_at, "duration_s": self.duration_s}
         if self.reason is not None:
             d["reason"] = self.reason
         if self.extra:

@@ -13,6 +13,7 @@ from dagrun.callables import check_callables
 from dagrun.driver import drive, settle_letters
 from dagrun.errors import UsageError
 from dagrun.graph import descendants
+from dagrun.history import clear_live, mark_live
 from dagrun.loading import resolve_durability, validate
 from dagrun.model import RunResult
 from dagrun.params import for_resume
@@ -64,6 +65,7 @@ def resume_run(
     plock: PipelineLock | None = None
     try:
         lock.acquire()
+        mark_live(info.path)
         if file_identity(info.path / "run.json") != before:
             info = state.open_run(run_id)  # a `resume --spec` replaced it meanwhile
         # Tasks that read a secret param are resolved again (params.py).
@@ -125,6 +127,7 @@ def resume_run(
         gc.unfreeze()  # a library caller's later collections see everything again
         if plock is not None:
             plock.release()
+        clear_live(info.path)  # only our own marker
         lock.release()
 
 

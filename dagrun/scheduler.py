@@ -65,6 +65,7 @@ from dagrun.model import (
     TaskResult,
     TaskState,
     TaskStatus,
+    task_span,
 )
 from dagrun.retry import retry_delay, should_retry
 from dagrun.spec import PipelineSpec
@@ -153,6 +154,10 @@ class Scheduler:
         self.states = states
         self._carried: dict[str, dict[str, Any]] = {}  # task -> state its completion saves
         self.fanout = fanout.Fanout(self)  # the elements of map tasks
+        # Attempts of this process without a history entry: dispatched (first
+        # time only) and cut short by a cancel, for the results' timing fields.
+        self._dispatched: dict[str, float] = {}
+        self._cut: dict[str, float] = {}
 
     # ------------------------------------------------------------ transitions
 
@@ -353,6 +358,7 @@ class Scheduler:
                 loop = loop_kind.before_dispatch(st, t.repeat)
             self._transition(tid, TaskState.RUNNING, number=number, attempts=st.attempts + 1,
                              ordinal=number)
+            self._dispatched.setdefault(tid, self._records[-1]["at"])
             kwargs = dict(t.kwargs)
             for param, upstream in t.inputs.items():
                 # An upstream that did not complete (a trigger rule let this run) gives null.
@@ -394,6 +400,7 @@ class Scheduler:
                 self.fanout.result(r, now)  # the element's row; the map may end
                 continue
             if r.cancelled:
+                self._cut[tid] = r.ended or self.wall()
                 # Cut short by dagrun itself: does not count against the retries.
                 if self.cancel.reason:
                     self._transition(tid, TaskState.CANCELLED, number=r.number,
@@ -568,7 +575,10 @@ class Scheduler:
             if state == TaskState.DEAD_LETTERED or (
                     state == TaskState.SKIPPED and not st.benign):
                 any_failed = True
-            tasks[tid] = task_result(st)
+            started, ended = task_span(
+                state, st.history, [self._dispatched[tid]] if tid in self._dispatched else [],
+                [self._cut[tid]] if tid in self._cut else [])
+            tasks[tid] = task_result(st, started, ended)
         if self.cancel.reason:
             status = RunStatus.CANCELLED
         elif any_failed:
@@ -581,17 +591,20 @@ class Scheduler:
 def stored_result(run_id: str, statuses: Mapping[str, TaskStatus]) -> RunResult:
     """The result of a finished run as its records left it (resume of a
     succeeded run)."""
-    tasks = {tid: task_result(st) for tid, st in statuses.items()}
+    tasks = {tid: task_result(st, *task_span(st.state, st.history, [], []))
+             for tid, st in statuses.items()}
     return RunResult(run_id, RunStatus.SUCCEEDED.value, tasks)
 
 
-def task_result(st: TaskStatus) -> TaskResult:
+def task_result(st: TaskStatus, started: float | None = None,
+                ended: float | None = None) -> TaskResult:
     state = st.state
     return TaskResult(state=state.value, attempts=st.attempts,
                       output=st.output if state == TaskState.COMPLETED else None,
                       error=error_text(st),
                       reason=st.reason if state == TaskState.SKIPPED else None,
-                      extra=kind_extras(st), elements=fanout.summary(st))
+                      extra=kind_extras(st), elements=fanout.summary(st),
+                      started_at=started, ended_at=ended)
 
 
 def kind_extras(st: TaskStatus) -> dict[str, Any] | None:

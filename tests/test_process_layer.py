@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from shapes import core
 
 
 def alive(pid: int) -> bool:
@@ -67,7 +68,7 @@ def test_timeouts_kill_hung_tasks_and_leave_others_running(cli, write, tmp_path)
         assert task_error(r, tid).startswith("TaskTimeout: timed out after 0.5s"), tid
     assert "SIGKILL after the grace period" in task_error(r, "stubborn")
     assert "(SIGTERM)" in task_error(r, "sleep")
-    assert tasks["bystander"] == {"state": "completed", "attempts": 1, "output": "fine",
+    assert core(tasks["bystander"]) == {"state": "completed", "attempts": 1, "output": "fine",
                                   "error": None}
     assert tasks["after"]["state"] == "skipped"
     assert "'py'" in tasks["after"]["error"]
@@ -128,7 +129,7 @@ def test_crashes_fail_alone_with_exit_code_or_signal(cli, write):
     assert t["oom"]["error"] == ("WorkerCrashed: the task's process was killed by SIGKILL "
                                  "— possibly out of memory")
     assert t["bystander"]["output"] == 7
-    assert t["later"] == {"state": "completed", "attempts": 1, "output": "still runs",
+    assert core(t["later"]) == {"state": "completed", "attempts": 1, "output": "still runs",
                           "error": None}
 
 
@@ -143,7 +144,7 @@ def test_flaky_task_succeeds_on_attempt_3(cli, write, tmp_path):
     """)
     r = cli("run", "p.toml", "--json")
     assert r.code == 0, r.stderr
-    assert r.json["tasks"]["t"] == {"state": "completed", "attempts": 3,
+    assert core(r.json["tasks"]["t"]) == {"state": "completed", "attempts": 3,
                                     "output": {"attempts": 3}, "error": None}
 
 

@@ -27,7 +27,7 @@ import sys
 
 import click
 
-from dagrun.cli import dlq, patterns, run
+from dagrun.cli import breaker, dlq, gc, history, patterns, run
 from dagrun.cli.output import fill_closed_std_fds, flush_std_streams, say
 from dagrun.cli.signals import Terminated, install_handlers, interrupted
 from dagrun.errors import EXIT_USAGE, DagrunError
@@ -46,6 +46,10 @@ cli.add_command(run.graph)
 cli.add_command(dlq.dlq)
 cli.add_command(patterns.emit)
 cli.add_command(patterns.state)
+cli.add_command(history.runs)
+cli.add_command(history.status)
+cli.add_command(gc.gc)
+cli.add_command(breaker.breaker)
 
 
 def main(argv: list[str] | None = None) -> None:

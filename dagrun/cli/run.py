@@ -63,9 +63,12 @@ def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers:
 
 
 @click.command()
-@click.argument("run_id")
+@click.argument("run_id", required=False)
 @state_dir_option
 @json_option
+@click.option("--last", is_flag=True, help="Resume the newest unfinished (crashed or "
+              "cancelled) run instead of naming one.")
+@click.option("--pipeline", help="With --last: the newest unfinished run of this pipeline.")
 @durability_option
 @deadline_option
 @click.option("--retry-failed", is_flag=True, help="Give every dead-lettered task a fresh "
@@ -76,12 +79,21 @@ def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers:
 @click.option("--allow-removed", is_flag=True, help="With --spec: let the edited spec drop "
               "tasks of the run (without it, resume names them and exits 2).")
 @param_option
-def resume(run_id: str, state_dir: str, json_mode: bool, durability: str | None,
-           deadline: str | None, retry_failed: bool, spec_path: str | None,
-           allow_removed: bool, params: tuple[str, ...]) -> int:
+def resume(run_id: str | None, state_dir: str, json_mode: bool, last: bool,
+           pipeline: str | None, durability: str | None, deadline: str | None,
+           retry_failed: bool, spec_path: str | None, allow_removed: bool,
+           params: tuple[str, ...]) -> int:
     """Repair RUN_ID's persisted state and continue it; on a finished run,
     print its result and run nothing."""
     from dagrun import api
+
+    if last == (run_id is not None):
+        raise click.UsageError("give a RUN_ID or --last (not both)")
+    if pipeline is not None and not last:
+        raise click.UsageError("--pipeline needs --last")
+    if last:
+        run_id = api.last_unfinished(state_dir=state_dir, pipeline=pipeline)
+        click.echo(f"dagrun: resuming run {run_id}", err=True)
 
     result = api.resume(run_id, state_dir=state_dir, spec_path=spec_path,
                         retry_failed=retry_failed, durability=durability,
