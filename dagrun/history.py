@@ -166,13 +166,14 @@ def read_run(state: Any, run_id: str) -> RunView:
                 ended = round(max(end, started), 3)
         if name == "completed":
             tasks[tid] = TaskResult(name, rec["attempts"], rec.get("output"), None,
-                                    started, ended)
+                                    started_at=started, ended_at=ended)
             continue
         st = TaskStatus(state=state_,
                         error=TaskError.from_dict(rec.get("error")) if rec else None,
                         reason=rec.get("reason") if rec else None)
         tasks[tid] = TaskResult(name, rec["attempts"] if rec else 0, None, error_text(st),
-                                started, ended)
+                                reason=st.reason if name == "skipped" else None,
+                                started_at=started, ended_at=ended)
     ended_at = ending.get("at") if status not in (RUNNING, CRASHED) else None
     counts = dict(Counter(t.state for t in tasks.values()))
     return RunView(run_id, info.meta.get("pipeline", info.spec.name), status,

@@ -180,4 +180,13 @@ class StateDir:
         return RunInfo(run_id, path, meta, spec)
 
 
+    def list_run_ids(self) -> list[str]:
+        """Every run folder's id, sorted (ids are time-sortable: oldest first)."""
+        try:
+            return sorted(p.name for p in self.runs.iterdir()
+                          if p.is_dir() and RUN_ID.fullmatch(p.name))
+        except FileNotFoundError:
+            return []
+
+
 _NEW = ".new-"
