@@ -10,6 +10,7 @@ from dagrun.cli.options import (
     durability_option,
     duration,
     json_option,
+    metrics_file_option,
     state_dir_option,
 )
 from dagrun.cli.output import emit_result
@@ -30,9 +31,10 @@ from dagrun.cli.progress import progress
               "nothing), wait (see --wait-timeout) or fail (exit 3). Default: run anyway.")
 @click.option("--wait-timeout", help="With --if-running wait: give up (exit 3) after this "
               "long (e.g. 30m). Default: wait as long as it takes.")
+@metrics_file_option
 def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers: int | None,
         durability: str | None, deadline: str | None, if_running: str | None,
-        wait_timeout: str | None) -> int:
+        wait_timeout: str | None, metrics_file: str | None) -> int:
     """Validate SPEC, then execute a new run of it."""
     from dagrun import api
     from dagrun.errors import PipelineBusy
@@ -46,6 +48,7 @@ def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers:
                          durability=durability, deadline=deadline_seconds(deadline),
                          if_running=if_running,
                          wait_timeout=duration(wait_timeout, "--wait-timeout"),
+                         metrics_file=metrics_file,
                          reporter=progress.reporter_for(run_id, state_dir, json_mode))
     except PipelineBusy as exc:
         progress.decided = True
@@ -72,9 +75,10 @@ def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers:
               "their descendants.")
 @click.option("--allow-removed", is_flag=True, help="With --spec: let the edited spec drop "
               "tasks of the run (without it, resume names them and exits 2).")
+@metrics_file_option
 def resume(run_id: str, state_dir: str, json_mode: bool, durability: str | None,
            deadline: str | None, retry_failed: bool, spec_path: str | None,
-           allow_removed: bool) -> int:
+           allow_removed: bool, metrics_file: str | None) -> int:
     """Repair RUN_ID's persisted state and continue it; on a finished run,
     print its result and run nothing."""
     from dagrun import api
@@ -82,6 +86,7 @@ def resume(run_id: str, state_dir: str, json_mode: bool, durability: str | None,
     result = api.resume(run_id, state_dir=state_dir, spec_path=spec_path,
                         retry_failed=retry_failed, durability=durability,
                         deadline=deadline_seconds(deadline), allow_removed=allow_removed,
+                        metrics_file=metrics_file,
                         reporter=progress.reporter_for(run_id, state_dir, json_mode))
     return emit_result(result, json_mode)
 
