@@ -12,6 +12,7 @@ Layout (one small module per command or group of commands):
   signals.py   stop signals before a run's own handlers are in place
   run.py       run, resume, validate, graph
   dlq.py       the dlq group
+  report.py    report (the HTML report)
 
 Adding a command: write `dagrun/cli/NAME.py` with a `@click.command()` (or a
 `@click.group()` for subcommands) that imports only click and the helpers above
@@ -27,7 +28,7 @@ import sys
 
 import click
 
-from dagrun.cli import dlq, run
+from dagrun.cli import dlq, report, run
 from dagrun.cli.output import fill_closed_std_fds, flush_std_streams, say
 from dagrun.cli.signals import Terminated, install_handlers, interrupted
 from dagrun.errors import EXIT_USAGE, DagrunError
@@ -44,6 +45,7 @@ cli.add_command(run.resume)
 cli.add_command(run.validate)
 cli.add_command(run.graph)
 cli.add_command(dlq.dlq)
+cli.add_command(report.report)
 
 
 def main(argv: list[str] | None = None) -> None:
