@@ -42,6 +42,7 @@ class Bench:
                     + os.environ.get("PYTHONPATH", "")}
         self.env.pop("DAGRUN_STATE_DIR", None)
         self._n = 0
+        self.metrics = False  # --metrics: a row for the CLI with --metrics-file
 
     def state(self) -> str:
         self._n += 1
@@ -114,6 +115,9 @@ class Bench:
             add(f"dagrun API, run phase ({DEFAULT_DURABILITY})", wall, m)
             m = self.cli_run(w)
             add("dagrun CLI, whole process", m.wall, m)
+            if self.metrics:
+                m = self.cli_run(w, "--metrics-file", str(self.folder / "bench.prom"))
+                add("dagrun CLI, --metrics-file", m.wall, m)
             for mode in modes:
                 wall, m = self.api(w, mode)
                 add(f"dagrun API, --durability {mode}", wall, m)
@@ -294,6 +298,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller sizes (< 2 minutes)")
     ap.add_argument("--runs", type=int, default=5, help="runs per measurement (median)")
     ap.add_argument("--only", default="W1,W2,W3,W4,W5,W6", help="comma-separated workloads")
+    ap.add_argument("--metrics", action="store_true", help="W1-W4: also time the CLI with "
+                    "--metrics-file, interleaved with the others")
     args = ap.parse_args()
     only = {k.strip().upper() for k in args.only.split(",")}
     t0 = time.perf_counter()
@@ -301,6 +307,7 @@ def main() -> None:
     try:
         workloads = all_workloads(folder, args.quick)
         b = Bench(folder, args.runs)
+        b.metrics = args.metrics
         for key, w in workloads.items():
             if key not in only:
                 continue

@@ -39,6 +39,7 @@ def run(
     wait_timeout: float | None = None,
     reporter: Reporter | None = None,
     params: Mapping[str, Any] | None = None,
+    metrics_file: str | os.PathLike[str] | None = None,
 ) -> RunResult:
     """Validate `spec`, create a new run under `state_dir` and execute it.
 
@@ -49,7 +50,8 @@ def run(
     pipeline is live — skip raises PipelineBusy (exit 0, nothing started),
     fail raises RunLocked (exit 3), wait waits up to `wait_timeout` seconds
     (None: as long as it takes), then raises RunLocked. Without it, runs of
-    one pipeline may overlap.
+    one pipeline may overlap. `metrics_file`: keep a Prometheus text file there
+    (listeners/metrics.py).
     """
     from dagrun.errors import PipelineBusy, RunLocked
     from dagrun.store.runs import PipelineLock, StateDir, check_run_id, new_run_id
@@ -83,7 +85,8 @@ def run(
         info = state.create_run(rid, pipeline, settings)
         from dagrun.driver import drive
 
-        return drive(info, pipeline, None, settings, reporter=reporter)
+        return drive(info, pipeline, None, settings, reporter=reporter,
+                     metrics_file=metrics_file)
     finally:
         plock.release()
 
@@ -112,6 +115,7 @@ def resume(
     reporter: Reporter | None = None,
     allow_removed: bool = False,
     params: Mapping[str, Any] | None = None,
+    metrics_file: str | os.PathLike[str] | None = None,
 ) -> RunResult:
     """Repair the run's persisted state and continue it (see store/repair.py).
 
@@ -129,7 +133,7 @@ def resume(
     return resume_run(run_id, state_dir=state_dir, spec_path=spec_path,
                       retry_failed=retry_failed, retry_tasks=retry_tasks,
                       durability=durability, deadline=deadline, reporter=reporter,
-                      allow_removed=allow_removed, params=params)
+                      allow_removed=allow_removed, params=params, metrics_file=metrics_file)
 
 
 # ---------------------------------------------------------------- dead letters
@@ -180,7 +184,8 @@ def dlq_retry(run_id: str, tasks: list[str] | tuple[str, ...] = (), *,
               state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
               durability: str | None = None, deadline: float | None = None,
               reporter: Reporter | None = None,
-              params: Mapping[str, Any] | None = None) -> RunResult:
+              params: Mapping[str, Any] | None = None,
+              metrics_file: str | os.PathLike[str] | None = None) -> RunResult:
     """Resume `run_id`, giving the dead-lettered `tasks` (default: every task of the
     run with a letter) a fresh retry budget, with their skipped dependents. A task
     that completes loses its letter (the on_completed hook)."""
@@ -207,7 +212,8 @@ def dlq_retry(run_id: str, tasks: list[str] | tuple[str, ...] = (), *,
         raise UsageError(f"run {run_id!r} has no dead letters in {state_dir} "
                          "(see `dagrun dlq list`)")
     return resume(run_id, state_dir=state_dir, retry_tasks=chosen, durability=durability,
-                  deadline=deadline, reporter=reporter, params=params)
+                  deadline=deadline, reporter=reporter, params=params,
+                  metrics_file=metrics_file)
 
 
 # ---------------------------------------------------------------- history (history.py)

@@ -27,7 +27,8 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
           settings: dict[str, Any], *, reporter: Reporter | None = None,
           lock: Any = None, unsettled_letters: set[str] | None = None,
           heads: dict[str, str] | None = None, notes: list[str] | None = None,
-          emitted: set[str] | None = None) -> RunResult:
+          emitted: set[str] | None = None,
+          metrics_file: str | os.PathLike[str] | None = None) -> RunResult:
     """Lock the run (unless `lock`, already held, is given) and execute the
     scheduler loop on it: shared by run and resume."""
     from dagrun.callables import add_import_paths
@@ -57,6 +58,10 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
         bus = EventBus([guarded(reporter or QuietReporter())])
         office = settle_letters(info, spec, statuses, unsettled_letters or set())
         bus.add(office)
+        if metrics_file:
+            from dagrun.listeners.metrics import MetricsListener
+
+            bus.add(MetricsListener(metrics_file, state_root(info)))
         gate = breaker_gate(info, spec, notify=bus.note)
         try:
             executor = create(settings.get("executor") or "local", {

@@ -37,6 +37,7 @@ def resume_run(
     reporter: Reporter | None = None,
     allow_removed: bool = False,
     params: Mapping[str, Any] | None = None,
+    metrics_file: str | os.PathLike[str] | None = None,
 ) -> RunResult:
     """Repair the run's persisted state and continue it (see store/repair.py).
 
@@ -121,7 +122,7 @@ def resume_run(
         plock.hold_shared(run_id)
         return drive(info, spec, repaired.statuses, settings, reporter=reporter, lock=lock,
                      unsettled_letters=repaired.unsettled_letters, heads=repaired.heads,
-                     notes=repaired.lines, emitted=repaired.events)
+                     notes=repaired.lines, emitted=repaired.events, metrics_file=metrics_file)
     finally:
         gc_pause.end()
         gc.unfreeze()  # a library caller's later collections see everything again

@@ -12,6 +12,7 @@ Layout (one small module per command or group of commands):
   signals.py   stop signals before a run's own handlers are in place
   run.py       run, resume, validate, graph
   dlq.py       the dlq group
+  report.py    report (the HTML report)
 
 Adding a command: write `dagrun/cli/NAME.py` with a `@click.command()` (or a
 `@click.group()` for subcommands) that imports only click and the helpers above
@@ -27,7 +28,7 @@ import sys
 
 import click
 
-from dagrun.cli import breaker, dlq, gc, history, patterns, run
+from dagrun.cli import breaker, dlq, gc, history, patterns, report, run
 from dagrun.cli.output import fill_closed_std_fds, flush_std_streams, say
 from dagrun.cli.signals import Terminated, install_handlers, interrupted
 from dagrun.errors import EXIT_USAGE, DagrunError
@@ -50,6 +51,7 @@ cli.add_command(history.runs)
 cli.add_command(history.status)
 cli.add_command(gc.gc)
 cli.add_command(breaker.breaker)
+cli.add_command(report.report)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import click
 
-from dagrun.cli.options import deadline_seconds, duration, json_option, state_dir_option
+from dagrun.cli.options import (
+    deadline_seconds,
+    duration,
+    json_option,
+    metrics_file_option,
+    state_dir_option,
+)
 from dagrun.cli.output import emit_result
 from dagrun.cli.progress import progress
 
@@ -72,14 +78,15 @@ def dlq_show(run_id: str, task: str, state_dir: str, json_mode: bool) -> int:
 @click.option("--durability", type=click.Choice(["fast", "atomic", "durable"]),
               help="How hard each record is pushed to disk (default: the run's).")
 @click.option("--deadline", help="Cancel the run when it has run this long (e.g. 2h).")
+@metrics_file_option
 def dlq_retry(run_id: str, tasks: tuple[str, ...], state_dir: str, json_mode: bool,
-              durability: str | None, deadline: str | None) -> int:
+              durability: str | None, deadline: str | None, metrics_file: str | None) -> int:
     """Resume RUN_ID giving its dead-lettered TASKS (default: all) a fresh retry
     budget, with their skipped dependents. Same output and exit codes as resume."""
     from dagrun import api
 
     result = api.dlq_retry(run_id, tasks, state_dir=state_dir, durability=durability,
-                           deadline=deadline_seconds(deadline),
+                           deadline=deadline_seconds(deadline), metrics_file=metrics_file,
                            reporter=progress.reporter_for(run_id, state_dir, json_mode))
     return emit_result(result, json_mode)
 

@@ -44,6 +44,13 @@ def deadline_option(f: F) -> F:
                         "run's deadline.")(f)
 
 
+def metrics_file_option(f: F) -> F:
+    return click.option("--metrics-file", type=click.Path(dir_okay=False),
+                        help="Keep the run's metrics in this file, Prometheus text format "
+                        "(for node_exporter's textfile collector: name it *.prom); "
+                        "rewritten every few seconds and at the end.")(f)
+
+
 def duration(value: str | None, name: str, *, allow_none: bool = False) -> float | None:
     """A positive duration option; `allow_none` (only --deadline, as README says)
     lets `none`/`off` mean 0.0: explicitly no deadline, overriding the spec's."""

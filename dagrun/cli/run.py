@@ -10,6 +10,7 @@ from dagrun.cli.options import (
     durability_option,
     duration,
     json_option,
+    metrics_file_option,
     param_option,
     parsed_params,
     state_dir_option,
@@ -33,9 +34,10 @@ from dagrun.cli.progress import progress
 @click.option("--wait-timeout", help="With --if-running wait: give up (exit 3) after this "
               "long (e.g. 30m). Default: wait as long as it takes.")
 @param_option
+@metrics_file_option
 def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers: int | None,
         durability: str | None, deadline: str | None, if_running: str | None,
-        wait_timeout: str | None, params: tuple[str, ...]) -> int:
+        wait_timeout: str | None, params: tuple[str, ...], metrics_file: str | None) -> int:
     """Validate SPEC, then execute a new run of it."""
     from dagrun import api
     from dagrun.errors import PipelineBusy
@@ -49,6 +51,7 @@ def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers:
                          durability=durability, deadline=deadline_seconds(deadline),
                          if_running=if_running, params=parsed_params(params),
                          wait_timeout=duration(wait_timeout, "--wait-timeout"),
+                         metrics_file=metrics_file,
                          reporter=progress.reporter_for(run_id, state_dir, json_mode))
     except PipelineBusy as exc:
         progress.decided = True
@@ -79,10 +82,11 @@ def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers:
 @click.option("--allow-removed", is_flag=True, help="With --spec: let the edited spec drop "
               "tasks of the run (without it, resume names them and exits 2).")
 @param_option
+@metrics_file_option
 def resume(run_id: str | None, state_dir: str, json_mode: bool, last: bool,
            pipeline: str | None, durability: str | None, deadline: str | None,
            retry_failed: bool, spec_path: str | None, allow_removed: bool,
-           params: tuple[str, ...]) -> int:
+           params: tuple[str, ...], metrics_file: str | None) -> int:
     """Repair RUN_ID's persisted state and continue it; on a finished run,
     print its result and run nothing."""
     from dagrun import api
@@ -99,6 +103,7 @@ def resume(run_id: str | None, state_dir: str, json_mode: bool, last: bool,
                         retry_failed=retry_failed, durability=durability,
                         deadline=deadline_seconds(deadline), allow_removed=allow_removed,
                         params=parsed_params(params),
+                        metrics_file=metrics_file,
                         reporter=progress.reporter_for(run_id, state_dir, json_mode))
     return emit_result(result, json_mode)
 

@@ -1,0 +1,1 @@
+"""Listeners on the run's event stream (events.py), one module each."""
