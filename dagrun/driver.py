@@ -34,6 +34,7 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
     from dagrun.events import EventBus
     from dagrun.executor.base import create
     from dagrun.kinds.state import StateStore
+    from dagrun.listeners import logfile
     from dagrun.report import QuietReporter, guarded
     from dagrun.scheduler import CancelToken, Scheduler
     from dagrun.store.journal import Journal
@@ -53,6 +54,8 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
             statuses = {tid: TaskStatus() for tid in spec.tasks}
         # A broken stderr switches the display off; it never stops a run.
         bus = EventBus([guarded(reporter or QuietReporter())])
+        runlog = logfile.for_run(info.path, info.run_id)  # RUN/dagrun.log
+        bus.add(runlog)
         office = settle_letters(info, spec, statuses, unsettled_letters or set())
         bus.add(office)
         gate = breaker_gate(info, spec, notify=bus.note)
@@ -77,6 +80,7 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
                         raise
             finally:
                 executor.shutdown()
+                runlog.write.close()
         finally:
             journal.close()
     finally:

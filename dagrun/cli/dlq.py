@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import click
 
-from dagrun.cli.options import deadline_seconds, duration, json_option, state_dir_option
+from dagrun.cli.options import (
+    deadline_seconds,
+    duration,
+    json_option,
+    log_options,
+    state_dir_option,
+)
 from dagrun.cli.output import emit_result
 from dagrun.cli.progress import progress
 
@@ -72,6 +78,7 @@ def dlq_show(run_id: str, task: str, state_dir: str, json_mode: bool) -> int:
 @click.option("--durability", type=click.Choice(["fast", "atomic", "durable"]),
               help="How hard each record is pushed to disk (default: the run's).")
 @click.option("--deadline", help="Cancel the run when it has run this long (e.g. 2h).")
+@log_options
 def dlq_retry(run_id: str, tasks: tuple[str, ...], state_dir: str, json_mode: bool,
               durability: str | None, deadline: str | None) -> int:
     """Resume RUN_ID giving its dead-lettered TASKS (default: all) a fresh retry

@@ -64,3 +64,26 @@ def duration(value: str | None, name: str, *, allow_none: bool = False) -> float
 
 def deadline_seconds(value: str | None) -> float | None:
     return duration(value, "--deadline", allow_none=True)
+
+
+def _set_log(_ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from dagrun.listeners import logfile
+
+    if param.name == "log_level":
+        logfile.config.level = value.lower()
+    else:
+        logfile.config.format = value
+    return value
+
+
+def log_options(f: F) -> F:
+    f = click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+                     envvar="DAGRUN_LOG_FORMAT", show_default=True, callback=_set_log,
+                     expose_value=False, help="dagrun's own log lines on stderr and in "
+                     "RUN/dagrun.log: text, or JSON lines (ts, level, run_id, event, task, "
+                     "message) for log shippers (env DAGRUN_LOG_FORMAT).")(f)
+    return click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"],
+                        case_sensitive=False), default="info", envvar="DAGRUN_LOG_LEVEL",
+                        show_default=True, callback=_set_log, expose_value=False,
+                        help="Least severe line logged (env DAGRUN_LOG_LEVEL); debug adds "
+                        "every task start and completion.")(f)

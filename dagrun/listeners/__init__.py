@@ -1,0 +1,1 @@
+"""Listeners on a run's event stream (see dagrun/events.py)."""
