@@ -36,6 +36,7 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
     from dagrun.executor.base import create
     from dagrun.history import clear_live, mark_live
     from dagrun.kinds.state import StateStore
+    from dagrun.listeners import logfile
     from dagrun.report import QuietReporter, guarded
     from dagrun.scheduler import CancelToken, Scheduler
     from dagrun.store.journal import Journal
@@ -56,6 +57,8 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
             statuses = {tid: TaskStatus() for tid in spec.tasks}
         # A broken stderr switches the display off; it never stops a run.
         bus = EventBus([guarded(reporter or QuietReporter())])
+        runlog = logfile.for_run(info.path, info.run_id)  # RUN/dagrun.log
+        bus.add(runlog)
         office = settle_letters(info, spec, statuses, unsettled_letters or set())
         bus.add(office)
         if metrics_file:
@@ -84,6 +87,7 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
                         raise
             finally:
                 executor.shutdown()
+                runlog.write.close()
         finally:
             journal.close()
     finally:

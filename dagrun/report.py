@@ -92,7 +92,13 @@ class QuietReporter:
 
 
 class PlainReporter(QuietReporter):
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, TaskChanged) and getattr(self, "board", None) is not None:
+            self.board.change(event)
+        super().on_event(event)
+
     def start(self, run_id: str, spec: PipelineSpec, states: Mapping[str, Any]) -> None:
+        self.board = Board(states)
         self.total = len(states)
         self.done = sum(1 for s in states.values() if _state(s) in _DONE)
         self.t0 = time.monotonic()
@@ -100,6 +106,8 @@ class PlainReporter(QuietReporter):
               flush=True)
 
     def task_finished(self, task_id: str, change: TaskChanged) -> None:
+        if change.new == TaskState.RETRYING and change.error is None:
+            return  # a sensor between polls, a loop's delay: nothing went wrong
         if change.new in _DONE:
             self.done += 1
         line = f"[{self.done}/{self.total}] {task_id} {change.new.value}"
@@ -119,7 +127,43 @@ class PlainReporter(QuietReporter):
             print(f"  {event.name} {event.new.value}", file=self.stream, flush=True)
 
     def finish(self, result: RunResult) -> None:
-        print_summary(result, self.stream, time.monotonic() - self.t0, rich_table=False)
+        print_summary(result, self.stream, time.monotonic() - self.t0, rich_table=False,
+                      board=getattr(self, "board", None))
+
+
+class Board:
+    """Every task's current state, counted as it changes (O(1) per event), and
+    when each started and ended in this process: what the display and the
+    summary show. A retry waiting is `retrying`, not failed; only a dead letter
+    is failed."""
+
+    def __init__(self, states: Mapping[str, Any]) -> None:
+        self.state: dict[str, TaskState] = {t: TaskState(_state(s)) for t, s in states.items()}
+        self.counts: dict[TaskState, int] = {}
+        for st in self.state.values():
+            self.counts[st] = self.counts.get(st, 0) + 1
+        self.started: dict[str, float] = {}  # wall clock of the first attempt seen
+        self.ended: dict[str, float] = {}
+        self.running: dict[str, tuple[int, float]] = {}  # attempt, monotonic start
+        self.cause: dict[str, str] = {}  # skipped task -> the failure that caused it
+
+    def change(self, e: TaskChanged) -> None:
+        old = self.state.get(e.task_id, e.old)
+        self.counts[old] = self.counts.get(old, 0) - 1
+        self.counts[e.new] = self.counts.get(e.new, 0) + 1
+        self.state[e.task_id] = e.new
+        if e.new == TaskState.RUNNING:
+            self.started.setdefault(e.task_id, e.at)
+            self.running[e.task_id] = (e.attempt or e.attempts, time.monotonic())
+        else:
+            self.running.pop(e.task_id, None)
+        if e.new in _DONE:
+            self.ended[e.task_id] = e.at
+        if e.new == TaskState.SKIPPED and e.reason:
+            self.cause[e.task_id] = e.reason
+
+    def count(self, *states: TaskState) -> int:
+        return sum(self.counts.get(s, 0) for s in states)
 
 
 # Elements of a map shown one line each by the plain display (the rest: failures only).
@@ -134,8 +178,6 @@ class LiveReporter(PlainReporter):
         super().start(run_id, spec, states)
         self.run_id = run_id
         self.name = spec.name
-        self.running: dict[str, int] = {}
-        self.failures = 0
         self.console = Console(file=self.stream)
         self.live = Live(self._render(), console=self.console, auto_refresh=False,
                          transient=True, redirect_stdout=False, redirect_stderr=False)
@@ -147,43 +189,46 @@ class LiveReporter(PlainReporter):
         from rich.progress_bar import ProgressBar
         from rich.text import Text
 
-        elapsed = time.monotonic() - self.t0
+        b = self.board
+        now = time.monotonic()
+        failed = b.count(TaskState.DEAD_LETTERED)
+        done = b.count(*_DONE)
         head = Text.assemble(
-            (f"{self.name} ", "bold"), (f"{self.done}/{self.total} done", "green"),
-            f"  {len(self.running)} running", (f"  {self.failures} failed", "red")
-            if self.failures else "", f"  {elapsed:.1f}s")
-        bar = ProgressBar(total=max(self.total, 1), completed=self.done, width=40)
-        names = list(self.running)[:8]
-        more = len(self.running) - len(names)
-        lines = [Text(f"  ▶ {n} (attempt {self.running[n]})", style="cyan") for n in names]
-        if more > 0:
-            lines.append(Text(f"  … and {more} more"))
+            (f"{self.name} ", "bold"), f"{done}/{self.total} done: ",
+            (f"{b.count(TaskState.COMPLETED)} completed", "green"), " · ",
+            (f"{b.count(TaskState.RUNNING)} running", "cyan"), " · ",
+            (f"{b.count(TaskState.RETRYING, TaskState.FAILED)} retrying",
+             "yellow" if b.count(TaskState.RETRYING, TaskState.FAILED) else ""), " · ",
+            (f"{failed} failed", "red" if failed else ""), " · ",
+            (f"{b.count(TaskState.SKIPPED)} skipped", "yellow" if b.count(TaskState.SKIPPED)
+             else ""), f"  {now - self.t0:.1f}s")
+        colour = "red" if failed else "green"
+        bar = ProgressBar(total=max(self.total, 1), completed=done, width=40,
+                          complete_style=colour, finished_style=colour)
+        oldest = sorted(b.running.items(), key=lambda kv: kv[1][1])
+        lines = [Text(f"  ▶ {n} {now - t0:.1f}s" + (f" (attempt {a})" if a > 1 else ""),
+                      style="cyan") for n, (a, t0) in oldest[:8]]
+        if len(oldest) > 8:
+            lines.append(Text(f"  … and {len(oldest) - 8} more"))
         return Group(head, bar, *lines)
 
-    def task_started(self, task_id: str, attempt: int) -> None:
-        self.running[task_id] = attempt
-
-    def task_requeued(self, task_id: str) -> None:
-        self.running.pop(task_id, None)
     def element_started(self, event: ElementChanged) -> None:
-        self.running[event.name] = event.attempt
+        self.board.running[event.name] = (event.attempt, time.monotonic())
 
     def element_finished(self, event: ElementChanged) -> None:
-        self.running.pop(event.name, None)
+        self.board.running.pop(event.name, None)
         if event.error is not None:
             self.live.console.print(f"[red]✗[/red] {event.name} {event.new.value}: "
                                     f"{event.error.summary()}", markup=True, highlight=False)
 
     def task_finished(self, task_id: str, change: TaskChanged) -> None:
-        self.running.pop(task_id, None)
-        if change.new in _DONE:
-            self.done += 1
         # A sensor's wait between polls and a loop's delay are `retrying` without an error.
-        if change.new in (TaskState.DEAD_LETTERED, TaskState.RETRYING) and (
-                change.error or change.new == TaskState.DEAD_LETTERED):
-            self.failures += 1
+        if change.new == TaskState.DEAD_LETTERED or (
+                change.new == TaskState.RETRYING and change.error is not None):
+            word = "retrying" if change.new == TaskState.RETRYING else "failed"
+            colour = "yellow" if change.new == TaskState.RETRYING else "red"
             self.live.console.print(
-                f"[red]✗[/red] {task_id} {change.new.value}: "
+                f"[{colour}]✗[/{colour}] {task_id} {word}: "
                 f"{change.error.summary() if change.error else ''}", markup=True,
                 highlight=False)
 
@@ -205,7 +250,8 @@ class LiveReporter(PlainReporter):
 
     def finish(self, result: RunResult) -> None:
         self.live.stop()
-        print_summary(result, self.stream, time.monotonic() - self.t0, rich_table=True)
+        print_summary(result, self.stream, time.monotonic() - self.t0, rich_table=True,
+                      board=self.board)
 
 
 class Guarded:
@@ -277,41 +323,122 @@ def choose_reporter(json_mode: bool, stream: IO[str] | None = None) -> Guarded:
     return Guarded(PlainReporter(stream))
 
 
+SUMMARY_LINES = 20
+
+
+def summary_rows(result: RunResult, board: Board | None) -> list[str]:
+    """The tasks worth a line, sorted by start time, each skip right after the
+    failure that caused it; all tasks when few, else those not completed."""
+    started = board.started if board else {}
+    cause = board.cause if board else {}
+    tasks = result.tasks
+    pick = list(tasks) if len(tasks) <= SUMMARY_LINES else [
+        t for t, r in tasks.items() if r.state != "completed"]
+    order = {t: i for i, t in enumerate(tasks)}
+    skipped_by: dict[str, list[str]] = {}
+    main: list[str] = []
+    for t in pick:
+        c = cause.get(t)
+        if tasks[t].state == "skipped" and c in tasks and t not in started:
+            skipped_by.setdefault(c, []).append(t)
+        else:
+            main.append(t)
+    inf = float("inf")
+    main.sort(key=lambda t: (started.get(t, inf), order[t]))
+    rows: list[str] = []
+    placed: set[str] = set()
+
+    def put(t: str) -> None:
+        if t in placed:
+            return
+        placed.add(t)
+        rows.append(t)
+        for s in skipped_by.get(t, ()):
+            put(s)
+
+    for t in main:
+        put(t)
+    for skips in skipped_by.values():  # a cause not itself listed
+        for t in skips:
+            put(t)
+    return rows
+
+
 def print_summary(result: RunResult, stream: IO[str], elapsed: float, *,
-                  rich_table: bool) -> None:
+                  rich_table: bool, board: Board | None = None) -> None:
     counts: dict[str, int] = {}
     for t in result.tasks.values():
         counts[t.state] = counts.get(t.state, 0) + 1
     tally = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    rows = summary_rows(result, board)
+    more = len(result.tasks) - min(len(rows), SUMMARY_LINES)
+    rows = rows[:SUMMARY_LINES]
+    rid = result.run_id
+
+    def when(t: str) -> tuple[str, str]:
+        if board is None or t not in board.started:
+            return "", ""
+        start = time.strftime("%H:%M:%S", time.localtime(board.started[t]))
+        end = board.ended.get(t)
+        return start, "" if end is None else f"{end - board.started[t]:.1f}s"
+
     if rich_table:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=f"run {result.run_id}: {result.status} in {elapsed:.1f}s")
-        table.add_column("task")
-        table.add_column("state")
-        table.add_column("attempts", justify="right")
-        table.add_column("error", overflow="fold")
+        table = Table(title=f"run {rid}: {result.status} in {elapsed:.1f}s")
+        for col in ("task", "state", "started", "took", "attempts", "error"):
+            table.add_column(col, justify="right" if col in ("took", "attempts") else "left",
+                             overflow="fold" if col == "error" else "ellipsis")
         colours = {"completed": "green", "dead_lettered": "red", "skipped": "yellow",
                    "cancelled": "yellow"}
-        rows = list(result.tasks.items())
-        shown = rows if len(rows) <= 40 else [r for r in rows if r[1].state != "completed"][:40]
-        for tid, t in shown:
+        for tid in rows:
+            t = result.tasks[tid]
             colour = colours.get(t.state, "white")
-            table.add_row(tid, f"[{colour}]{t.state}[/{colour}]", str(t.attempts),
-                          _one_line(t.error or ""))
+            table.add_row(tid, f"[{colour}]{t.state}[/{colour}]", *when(tid), str(t.attempts),
+                          _one_line(t.error or "", 120), end_section=False)
         console = Console(file=stream)
-        console.print(table)
-        console.print(f"{tally}")
+        if rows:
+            console.print(table)
+        else:
+            console.print(table.title)
+        if more:
+            console.print(f"and {more} more: dagrun status {rid}", highlight=False)
+        console.print(tally, highlight=False)
     else:
-        for tid, t in result.tasks.items():
-            if t.state != "completed":
-                print(f"  {tid}: {t.state}: {_one_line(t.error or '')}", file=stream)
-        print(f"dagrun: run {result.run_id} {result.status} in {elapsed:.1f}s ({tally})",
+        for tid in rows:
+            t = result.tasks[tid]
+            start, took = when(tid)
+            head = f"  {start + ' ' if start else ''}{tid}: {t.state}"
+            detail = ", ".join(x for x in (
+                took, f"{t.attempts} attempts" if t.attempts > 1 else "") if x)
+            line = head + (f" ({detail})" if detail else "")
+            if t.error:  # "skipped: upstream task 'b' failed" says its state already
+                text = _one_line(t.error, 160)
+                line = (f"  {tid}: {text}" if t.error.startswith(f"{t.state}:")
+                        else f"{line}: {text}")
+            print(line, file=stream)
+        if more:
+            print(f"  and {more} more: dagrun status {rid}", file=stream)
+        print(f"dagrun: run {rid} {result.status} in {elapsed:.1f}s ({tally})",
               file=stream, flush=True)
+    hint = next_command(result, rows)
+    if hint:
+        print(hint, file=stream, flush=True)
+
+
+def next_command(result: RunResult, rows: list[str]) -> str | None:
+    """The command to type next, given how the run ended."""
+    rid = result.run_id
     if result.status == "cancelled":
-        print(f"dagrun: run `dagrun resume {result.run_id}` to continue", file=stream,
-              flush=True)
+        return f"dagrun: run `dagrun resume {rid}` to continue"
+    failed = [t for t in rows if result.tasks[t].state == "dead_lettered"] or [
+        t for t, r in result.tasks.items() if r.state == "dead_lettered"]
+    if failed:
+        t = failed[0]
+        return (f"dagrun: next: `dagrun logs {rid} {t}` (its output), "
+                f"`dagrun dlq show {rid} {t}` (every attempt's error)")
+    return None
 
 
 def _one_line(text: str, limit: int = 200) -> str:

@@ -54,6 +54,30 @@ cli.add_command(breaker.breaker)
 cli.add_command(report.report)
 
 
+def internal_error(exc: Exception) -> int:
+    """One line naming where the traceback went: RUN/dagrun.log when the command
+    has a run, else stderr itself. Exit 1, as Python's own uncaught exception."""
+    import traceback
+
+    from dagrun.cli.progress import progress
+    from dagrun.listeners.logfile import write_traceback
+    from dagrun.store.runs import StateDir
+
+    run_id = progress.existing_run()
+    if run_id is not None and progress.state_dir is not None:
+        try:
+            path = write_traceback(StateDir(progress.state_dir).run_path(run_id), run_id, exc)
+        except (OSError, DagrunError):
+            pass
+        else:
+            say(f"dagrun: internal error: {type(exc).__name__}: {exc} (traceback in {path}; "
+                "please report it)")
+            return 1
+    say("".join(traceback.format_exception(exc)).rstrip())
+    say(f"dagrun: internal error: {type(exc).__name__}: {exc} (please report it)")
+    return 1
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one error line and a documented exit code, never a traceback."""
     args = sys.argv[1:] if argv is None else argv
@@ -76,6 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     except DagrunError as exc:
         say(f"dagrun: error: {exc}")
         code = exc.exit_code
+    except Exception as exc:  # a bug in dagrun: one line here, the traceback in the run log
+        code = internal_error(exc)
     if code is None:
         code = 0
     if not isinstance(code, int):

@@ -8,6 +8,7 @@ from dagrun.cli.options import (
     deadline_seconds,
     duration,
     json_option,
+    log_options,
     metrics_file_option,
     state_dir_option,
 )
@@ -79,6 +80,7 @@ def dlq_show(run_id: str, task: str, state_dir: str, json_mode: bool) -> int:
               help="How hard each record is pushed to disk (default: the run's).")
 @click.option("--deadline", help="Cancel the run when it has run this long (e.g. 2h).")
 @metrics_file_option
+@log_options
 def dlq_retry(run_id: str, tasks: tuple[str, ...], state_dir: str, json_mode: bool,
               durability: str | None, deadline: str | None, metrics_file: str | None) -> int:
     """Resume RUN_ID giving its dead-lettered TASKS (default: all) a fresh retry

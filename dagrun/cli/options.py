@@ -83,3 +83,24 @@ def parsed_params(items: tuple[str, ...]) -> dict[str, Any] | None:
     from dagrun.params import parse_cli
 
     return parse_cli(items) if items else None
+def _set_log(_ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from dagrun.listeners import logfile
+
+    if param.name == "log_level":
+        logfile.config.level = value.lower()
+    else:
+        logfile.config.format = value
+    return value
+
+
+def log_options(f: F) -> F:
+    f = click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+                     envvar="DAGRUN_LOG_FORMAT", show_default=True, callback=_set_log,
+                     expose_value=False, help="dagrun's own log lines on stderr and in "
+                     "RUN/dagrun.log: text, or JSON lines (ts, level, run_id, event, task, "
+                     "message) for log shippers (env DAGRUN_LOG_FORMAT).")(f)
+    return click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"],
+                        case_sensitive=False), default="info", envvar="DAGRUN_LOG_LEVEL",
+                        show_default=True, callback=_set_log, expose_value=False,
+                        help="Least severe line logged (env DAGRUN_LOG_LEVEL); debug adds "
+                        "every task start and completion.")(f)

@@ -27,10 +27,16 @@ class Progress:
         self._decided = value
 
     def reporter_for(self, run_id: str, state_dir: str, json_mode: bool) -> Any:
-        from dagrun.report import choose_reporter
+        from dagrun.listeners import logfile
+        from dagrun.report import Guarded, QuietReporter, choose_reporter
 
         self.run_id, self.state_dir, self.json_mode = run_id, state_dir, json_mode
-        self.reporter = choose_reporter(json_mode)
+        if logfile.config.format == "json":  # log shippers: JSON lines only on stderr
+            self.reporter = Guarded(logfile.stderr_log(run_id))
+        elif logfile.LEVELS[logfile.config.level] >= logfile.LEVELS["warning"]:
+            self.reporter = Guarded(QuietReporter())
+        else:
+            self.reporter = choose_reporter(json_mode)
         return self.reporter
 
     def existing_run(self) -> str | None:

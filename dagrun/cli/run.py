@@ -10,6 +10,7 @@ from dagrun.cli.options import (
     durability_option,
     duration,
     json_option,
+    log_options,
     metrics_file_option,
     param_option,
     parsed_params,
@@ -28,6 +29,7 @@ from dagrun.cli.progress import progress
               "(default: the spec's, else the CPU count).")
 @durability_option
 @deadline_option
+@log_options
 @click.option("--if-running", type=click.Choice(["skip", "wait", "fail"]),
               help="When another run of this pipeline is live: skip (exit 0, start "
               "nothing), wait (see --wait-timeout) or fail (exit 3). Default: run anyway.")
@@ -74,6 +76,7 @@ def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers:
 @click.option("--pipeline", help="With --last: the newest unfinished run of this pipeline.")
 @durability_option
 @deadline_option
+@log_options
 @click.option("--retry-failed", is_flag=True, help="Give every dead-lettered task a fresh "
               "retry budget (and run the tasks skipped because of it).")
 @click.option("--spec", "spec_path", type=click.Path(dir_okay=False), help="Resume with this "
