@@ -87,6 +87,7 @@ class AttemptResult:
     ended: float = 0.0
     cancelled: bool = False  # cut short by dagrun's own cancellation, not a task failure
     state: dict[str, Any] | None = None  # the task's state across runs, as it left it
+    log: dict[str, Any] | None = None  # {"file", "start", "end"}: its output in RUN/logs/
 
     @property
     def ok(self) -> bool:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping
 from typing import IO, Any
 
-from dagrun.events import Event, Note, RunFinished, RunStarted, TaskChanged
+from dagrun.events import Event, Note, RunFinished, RunStarted, TaskChanged, TaskOutput
 from dagrun.model import RunResult, TaskState, TaskStatus
 from dagrun.spec import PipelineSpec
 
@@ -30,6 +30,7 @@ _SHOWN = _DONE | {TaskState.RETRYING}
 
 class QuietReporter:
     name = "progress display"
+    wants_output = False  # lines tasks print, prefixed `[task] `; see `echo`
 
     def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream or sys.stderr  # None when started with stderr closed
@@ -44,6 +45,8 @@ class QuietReporter:
                     event.new == TaskState.CANCELLED and event.old != TaskState.RUNNING):
                 # A stop's cancelled *pending* tasks are told once, in the summary.
                 self.task_finished(event.task_id, event)
+        elif isinstance(event, TaskOutput):
+            self.task_output(event.task_id, event.line)
         elif isinstance(event, Note):
             self.message(event.text)
         elif isinstance(event, RunStarted):
@@ -63,6 +66,9 @@ class QuietReporter:
     def task_requeued(self, task_id: str) -> None:
         pass
 
+    def task_output(self, task_id: str, line: str) -> None:
+        pass
+
     def message(self, text: str) -> None:
         print(f"dagrun: {text}", file=self.stream, flush=True)
 
@@ -79,6 +85,13 @@ class QuietReporter:
 
 
 class PlainReporter(QuietReporter):
+    def __init__(self, stream: IO[str] | None = None, *, echo: bool = True) -> None:
+        super().__init__(stream)
+        self.wants_output = echo  # False with --quiet
+
+    def task_output(self, task_id: str, line: str) -> None:
+        print(f"[{task_id}] {line}", file=self.stream, flush=True)
+
     def start(self, run_id: str, spec: PipelineSpec, states: Mapping[str, Any]) -> None:
         self.total = len(states)
         self.done = sum(1 for s in states.values() if _state(s) in _DONE)
@@ -152,6 +165,12 @@ class LiveReporter(PlainReporter):
                 f"{change.error.summary() if change.error else ''}", markup=True,
                 highlight=False)
 
+    def task_output(self, task_id: str, line: str) -> None:
+        if getattr(self, "live", None) is None:
+            super().task_output(task_id, line)
+            return
+        self.live.console.print(f"[{task_id}] {line}", markup=False, highlight=False)
+
     def message(self, text: str) -> None:
         if getattr(self, "live", None) is None:  # before start(): resume's repair lines
             super().message(text)
@@ -185,6 +204,10 @@ class Guarded:
         self.finished = False
 
     name = "progress display"
+
+    @property
+    def wants_output(self) -> bool:
+        return not self.off and getattr(self.inner, "wants_output", False)
 
     def on_event(self, event: Event) -> None:
         if isinstance(event, RunFinished):
@@ -230,7 +253,9 @@ def _state(s: Any) -> Any:
     return s.state if isinstance(s, TaskStatus) else s
 
 
-def choose_reporter(json_mode: bool, stream: IO[str] | None = None) -> Guarded:
+def choose_reporter(json_mode: bool, stream: IO[str] | None = None, *,
+                    quiet: bool = False) -> Guarded:
+    """`quiet`: the lines tasks print are not echoed (they are in `dagrun logs`)."""
     stream = stream or sys.stderr
     if stream is None:  # stderr closed at start (`2>&-`): nothing to show anything on
         return Guarded(QuietReporter(None))
@@ -238,8 +263,8 @@ def choose_reporter(json_mode: bool, stream: IO[str] | None = None) -> Guarded:
     if json_mode and not tty:
         return Guarded(QuietReporter(stream))
     if tty and not os.environ.get("NO_COLOR"):
-        return Guarded(LiveReporter(stream))
-    return Guarded(PlainReporter(stream))
+        return Guarded(LiveReporter(stream, echo=not quiet))
+    return Guarded(PlainReporter(stream, echo=not quiet))
 
 
 def print_summary(result: RunResult, stream: IO[str], elapsed: float, *,
@@ -271,7 +296,10 @@ def print_summary(result: RunResult, stream: IO[str], elapsed: float, *,
     else:
         for tid, t in result.tasks.items():
             if t.state != "completed":
-                print(f"  {tid}: {t.state}: {_one_line(t.error or '')}", file=stream)
+                # A failed task's line ends with the command that shows its output.
+                logs = f" — dagrun logs {result.run_id} {tid}" if (
+                    t.state == "dead_lettered" and t.attempts) else ""
+                print(f"  {tid}: {t.state}: {_one_line(t.error or '')}{logs}", file=stream)
         print(f"dagrun: run {result.run_id} {result.status} in {elapsed:.1f}s ({tally})",
               file=stream, flush=True)
     if result.status == "cancelled":

@@ -27,7 +27,7 @@ import sys
 
 import click
 
-from dagrun.cli import dlq, patterns, run
+from dagrun.cli import dlq, logs, patterns, run
 from dagrun.cli.output import fill_closed_std_fds, flush_std_streams, say
 from dagrun.cli.signals import Terminated, install_handlers, interrupted
 from dagrun.errors import EXIT_USAGE, DagrunError
@@ -46,6 +46,7 @@ cli.add_command(run.graph)
 cli.add_command(dlq.dlq)
 cli.add_command(patterns.emit)
 cli.add_command(patterns.state)
+cli.add_command(logs.logs)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,11 +26,12 @@ class Progress:
     def decided(self, value: bool) -> None:
         self._decided = value
 
-    def reporter_for(self, run_id: str, state_dir: str, json_mode: bool) -> Any:
+    def reporter_for(self, run_id: str, state_dir: str, json_mode: bool,
+                     quiet: bool = False) -> Any:
         from dagrun.report import choose_reporter
 
         self.run_id, self.state_dir, self.json_mode = run_id, state_dir, json_mode
-        self.reporter = choose_reporter(json_mode)
+        self.reporter = choose_reporter(json_mode, quiet=quiet)
         return self.reporter
 
     def existing_run(self) -> str | None:

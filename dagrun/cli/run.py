@@ -10,6 +10,7 @@ from dagrun.cli.options import (
     durability_option,
     duration,
     json_option,
+    quiet_option,
     state_dir_option,
 )
 from dagrun.cli.output import emit_result
@@ -20,6 +21,7 @@ from dagrun.cli.progress import progress
 @click.argument("spec", type=click.Path(dir_okay=False))
 @state_dir_option
 @json_option
+@quiet_option
 @click.option("--run-id", help="Id of the new run (default: a fresh, time-sortable id).")
 @click.option("--workers", type=click.IntRange(min=1), help="Worker processes "
               "(default: the spec's, else the CPU count).")
@@ -30,9 +32,9 @@ from dagrun.cli.progress import progress
               "nothing), wait (see --wait-timeout) or fail (exit 3). Default: run anyway.")
 @click.option("--wait-timeout", help="With --if-running wait: give up (exit 3) after this "
               "long (e.g. 30m). Default: wait as long as it takes.")
-def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers: int | None,
-        durability: str | None, deadline: str | None, if_running: str | None,
-        wait_timeout: str | None) -> int:
+def run(spec: str, state_dir: str, json_mode: bool, quiet: bool, run_id: str | None,
+        workers: int | None, durability: str | None, deadline: str | None,
+        if_running: str | None, wait_timeout: str | None) -> int:
     """Validate SPEC, then execute a new run of it."""
     from dagrun import api
     from dagrun.errors import PipelineBusy
@@ -46,7 +48,7 @@ def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers:
                          durability=durability, deadline=deadline_seconds(deadline),
                          if_running=if_running,
                          wait_timeout=duration(wait_timeout, "--wait-timeout"),
-                         reporter=progress.reporter_for(run_id, state_dir, json_mode))
+                         reporter=progress.reporter_for(run_id, state_dir, json_mode, quiet))
     except PipelineBusy as exc:
         progress.decided = True
         click.echo(f"dagrun: {exc}", err=True)
@@ -63,6 +65,7 @@ def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers:
 @click.argument("run_id")
 @state_dir_option
 @json_option
+@quiet_option
 @durability_option
 @deadline_option
 @click.option("--retry-failed", is_flag=True, help="Give every dead-lettered task a fresh "
@@ -72,7 +75,7 @@ def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers:
               "their descendants.")
 @click.option("--allow-removed", is_flag=True, help="With --spec: let the edited spec drop "
               "tasks of the run (without it, resume names them and exits 2).")
-def resume(run_id: str, state_dir: str, json_mode: bool, durability: str | None,
+def resume(run_id: str, state_dir: str, json_mode: bool, quiet: bool, durability: str | None,
            deadline: str | None, retry_failed: bool, spec_path: str | None,
            allow_removed: bool) -> int:
     """Repair RUN_ID's persisted state and continue it; on a finished run,
@@ -82,7 +85,7 @@ def resume(run_id: str, state_dir: str, json_mode: bool, durability: str | None,
     result = api.resume(run_id, state_dir=state_dir, spec_path=spec_path,
                         retry_failed=retry_failed, durability=durability,
                         deadline=deadline_seconds(deadline), allow_removed=allow_removed,
-                        reporter=progress.reporter_for(run_id, state_dir, json_mode))
+                        reporter=progress.reporter_for(run_id, state_dir, json_mode, quiet))
     return emit_result(result, json_mode)
 
 
