@@ -154,3 +154,12 @@ def test_logs_of_a_worker_that_crashed(cli, write):
     assert r.code == 1
     assert "[d] last words" in r.stderr
     assert cli("logs", "d1", "d").stdout == "last words\n"
+
+
+def test_task_lines_above_the_live_display_on_a_tty(write):
+    from test_report import _run_on_tty
+
+    code, screen = _run_on_tty(["run", _spec(write, "r.toml", RETRIED)], {})
+    assert code == 0
+    assert "\x1b[" in screen  # the live display drew
+    assert "[a] child of attempt 1" in screen and "[a] stdout of attempt 2" in screen
