@@ -70,7 +70,7 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
             executor = create(settings.get("executor") or "local", {
                 "workers": settings["workers"], "base_dir": spec.base_dir,
                 "max_tasks_per_worker": spec.max_tasks_per_worker,
-                "notify": bus.note})
+                "notify": bus.note, **task_logs(info, bus)})
             try:
                 with _signals_to(token, executor):
                     executor.start()
@@ -94,6 +94,24 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
         if own_lock:
             clear_live(info.path)
             lock.release()
+
+
+def task_logs(info: RunInfo, bus: Any) -> dict[str, Any]:
+    """Executor settings for per-task logs (RUN/logs/) and their echo, which is
+    off unless a listener shows task output (not --quiet, not --json off a TTY)."""
+    from dagrun.errors import DagrunError
+    from dagrun.events import TaskOutput
+    from dagrun.store.fs import make_private_dir
+
+    log_dir = info.path / "logs"
+    try:
+        make_private_dir(log_dir)
+    except (OSError, DagrunError):
+        return {}  # tasks then print to stderr, as without logs
+    settings: dict[str, Any] = {"log_dir": str(log_dir)}
+    if any(getattr(lst, "wants_output", False) for lst in bus.listeners):
+        settings["output"] = lambda task, line: bus.emit(TaskOutput(task, line))
+    return settings
 
 
 def breaker_gate(info: RunInfo, spec: PipelineSpec, notify: Any = None) -> Any:

@@ -69,11 +69,19 @@ class Note:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskOutput:
+    """A line a running task printed (it is in the run's logs already; no record)."""
+
+    task_id: str
+    line: str
+
+
+@dataclass(frozen=True, slots=True)
 class RunFinished:
     result: RunResult
 
 
-Event = RunStarted | TaskChanged | TaskHeld | Note | RunFinished
+Event = RunStarted | TaskChanged | TaskHeld | Note | TaskOutput | RunFinished
 
 
 class Listener(Protocol):

@@ -93,6 +93,7 @@ class AttemptResult:
     condition_false: bool = False  # the task's `when` said no: skipped, no attempt used
     stop: bool = False  # a loop's predicate said stop (kinds/loop.py)
     map_index: int | None = None  # the Attempt's
+    log: dict[str, Any] | None = None  # {"file", "start", "end"}: its output in RUN/logs/
 
     @property
     def ok(self) -> bool:

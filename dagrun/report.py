@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping
 from typing import IO, Any
 
-from dagrun.events import Event, Note, RunFinished, RunStarted, TaskChanged
+from dagrun.events import Event, Note, RunFinished, RunStarted, TaskChanged, TaskOutput
 from dagrun.kinds.fanout import ElementChanged
 from dagrun.kinds.triggers import describe as describe_skip
 from dagrun.model import RunResult, TaskState, TaskStatus
@@ -32,6 +32,7 @@ _SHOWN = _DONE | {TaskState.RETRYING}
 
 class QuietReporter:
     name = "progress display"
+    wants_output = False  # lines tasks print, prefixed `[task] `; see `echo`
 
     def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream or sys.stderr  # None when started with stderr closed
@@ -51,6 +52,8 @@ class QuietReporter:
                 self.element_started(event)
             else:
                 self.element_finished(event)
+        elif isinstance(event, TaskOutput):
+            self.task_output(event.task_id, event.line)
         elif isinstance(event, Note):
             self.message(event.text)
         elif isinstance(event, RunStarted):
@@ -68,6 +71,9 @@ class QuietReporter:
         pass
 
     def task_requeued(self, task_id: str) -> None:
+        pass
+
+    def task_output(self, task_id: str, line: str) -> None:
         pass
 
     def element_started(self, event: ElementChanged) -> None:
@@ -92,10 +98,17 @@ class QuietReporter:
 
 
 class PlainReporter(QuietReporter):
+    def __init__(self, stream: IO[str] | None = None, *, echo: bool = True) -> None:
+        super().__init__(stream)
+        self.wants_output = echo  # False with --quiet
+
     def on_event(self, event: Event) -> None:
         if isinstance(event, TaskChanged) and getattr(self, "board", None) is not None:
             self.board.change(event)
         super().on_event(event)
+
+    def task_output(self, task_id: str, line: str) -> None:
+        print(f"[{task_id}] {line}", file=self.stream, flush=True)
 
     def start(self, run_id: str, spec: PipelineSpec, states: Mapping[str, Any]) -> None:
         self.board = Board(states)
@@ -232,6 +245,12 @@ class LiveReporter(PlainReporter):
                 f"{change.error.summary() if change.error else ''}", markup=True,
                 highlight=False)
 
+    def task_output(self, task_id: str, line: str) -> None:
+        if getattr(self, "live", None) is None:
+            super().task_output(task_id, line)
+            return
+        self.live.console.print(f"[{task_id}] {line}", markup=False, highlight=False)
+
     def message(self, text: str) -> None:
         if getattr(self, "live", None) is None:  # before start(): resume's repair lines
             super().message(text)
@@ -266,6 +285,10 @@ class Guarded:
         self.finished = False
 
     name = "progress display"
+
+    @property
+    def wants_output(self) -> bool:
+        return not self.off and getattr(self.inner, "wants_output", False)
 
     def on_event(self, event: Event) -> None:
         if isinstance(event, RunFinished):
@@ -311,7 +334,9 @@ def _state(s: Any) -> Any:
     return s.state if isinstance(s, TaskStatus) else s
 
 
-def choose_reporter(json_mode: bool, stream: IO[str] | None = None) -> Guarded:
+def choose_reporter(json_mode: bool, stream: IO[str] | None = None, *,
+                    quiet: bool = False) -> Guarded:
+    """`quiet`: the lines tasks print are not echoed (they are in `dagrun logs`)."""
     stream = stream or sys.stderr
     if stream is None:  # stderr closed at start (`2>&-`): nothing to show anything on
         return Guarded(QuietReporter(None))
@@ -319,8 +344,8 @@ def choose_reporter(json_mode: bool, stream: IO[str] | None = None) -> Guarded:
     if json_mode and not tty:
         return Guarded(QuietReporter(stream))
     if tty and not os.environ.get("NO_COLOR"):
-        return Guarded(LiveReporter(stream))
-    return Guarded(PlainReporter(stream))
+        return Guarded(LiveReporter(stream, echo=not quiet))
+    return Guarded(PlainReporter(stream, echo=not quiet))
 
 
 SUMMARY_LINES = 20
@@ -417,6 +442,9 @@ def print_summary(result: RunResult, stream: IO[str], elapsed: float, *,
                 text = _one_line(t.error, 160)
                 line = (f"  {tid}: {text}" if t.error.startswith(f"{t.state}:")
                         else f"{line}: {text}")
+            if t.state == "dead_lettered" and t.attempts:
+                # A failed task's line ends with the command that shows its output.
+                line += f" — dagrun logs {rid} {tid}"
             print(line, file=stream)
         if more:
             print(f"  and {more} more: dagrun status {rid}", file=stream)

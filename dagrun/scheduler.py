@@ -425,6 +425,8 @@ class Scheduler:
                 r = kept
             entry = {"attempt": r.number, "started": r.started, "ended": r.ended,
                      "error": r.error.to_dict() if r.error else None}
+            if r.log is not None:
+                entry["log"] = r.log  # where `dagrun logs` finds its output
             st.history.append(entry)
             if r.error is None:
                 if r.state is not None and self.states is not None:

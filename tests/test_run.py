@@ -45,7 +45,9 @@ def test_json_mode_prints_exactly_one_object(cli, write):
     assert r.code == 0
     assert r.stdout.count("\n") == 1  # one line: the JSON object, nothing a task printed
     assert r.json["tasks"]["talk"]["output"] == "done"
-    assert "this goes to stdout of the task" in r.stderr
+    # Off a TTY --json echoes nothing a task prints: it is in the task's log.
+    assert "this goes to stdout of the task" not in r.stderr
+    assert "this goes to stdout of the task" in cli("logs", r.json["run_id"], "talk").stdout
 
 
 def test_task_prints_never_reach_stdout_without_json(cli, write):

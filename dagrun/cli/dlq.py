@@ -10,6 +10,7 @@ from dagrun.cli.options import (
     json_option,
     log_options,
     metrics_file_option,
+    quiet_option,
     state_dir_option,
 )
 from dagrun.cli.output import emit_result
@@ -76,20 +77,23 @@ def dlq_show(run_id: str, task: str, state_dir: str, json_mode: bool) -> int:
 @click.argument("tasks", nargs=-1)
 @state_dir_option
 @json_option
+@quiet_option
 @click.option("--durability", type=click.Choice(["fast", "atomic", "durable"]),
               help="How hard each record is pushed to disk (default: the run's).")
 @click.option("--deadline", help="Cancel the run when it has run this long (e.g. 2h).")
 @metrics_file_option
 @log_options
 def dlq_retry(run_id: str, tasks: tuple[str, ...], state_dir: str, json_mode: bool,
-              durability: str | None, deadline: str | None, metrics_file: str | None) -> int:
+              quiet: bool, durability: str | None, deadline: str | None,
+              metrics_file: str | None) -> int:
     """Resume RUN_ID giving its dead-lettered TASKS (default: all) a fresh retry
     budget, with their skipped dependents. Same output and exit codes as resume."""
     from dagrun import api
 
     result = api.dlq_retry(run_id, tasks, state_dir=state_dir, durability=durability,
                            deadline=deadline_seconds(deadline), metrics_file=metrics_file,
-                           reporter=progress.reporter_for(run_id, state_dir, json_mode))
+                           reporter=progress.reporter_for(run_id, state_dir, json_mode,
+                                                          quiet))
     return emit_result(result, json_mode)
 
 

@@ -32,6 +32,11 @@ def json_option(f: F) -> F:
                         help="Print one JSON object on stdout and nothing else.")(f)
 
 
+def quiet_option(f: F) -> F:
+    return click.option("--quiet", "-q", is_flag=True, help="Do not echo the lines tasks "
+                        "print (they stay in `dagrun logs RUN TASK`).")(f)
+
+
 def durability_option(f: F) -> F:
     return click.option("--durability", type=click.Choice(["fast", "atomic", "durable"]),
                         help="How hard each record is pushed to disk (default: the spec's, "

@@ -26,7 +26,8 @@ class Progress:
     def decided(self, value: bool) -> None:
         self._decided = value
 
-    def reporter_for(self, run_id: str, state_dir: str, json_mode: bool) -> Any:
+    def reporter_for(self, run_id: str, state_dir: str, json_mode: bool,
+                     quiet: bool = False) -> Any:
         from dagrun.listeners import logfile
         from dagrun.report import Guarded, QuietReporter, choose_reporter
 
@@ -36,7 +37,7 @@ class Progress:
         elif logfile.LEVELS[logfile.config.level] >= logfile.LEVELS["warning"]:
             self.reporter = Guarded(QuietReporter())
         else:
-            self.reporter = choose_reporter(json_mode)
+            self.reporter = choose_reporter(json_mode, quiet=quiet)
         return self.reporter
 
     def existing_run(self) -> str | None:

@@ -14,6 +14,7 @@ from dagrun.cli.options import (
     metrics_file_option,
     param_option,
     parsed_params,
+    quiet_option,
     state_dir_option,
 )
 from dagrun.cli.output import emit_result
@@ -24,6 +25,7 @@ from dagrun.cli.progress import progress
 @click.argument("spec", type=click.Path(dir_okay=False))
 @state_dir_option
 @json_option
+@quiet_option
 @click.option("--run-id", help="Id of the new run (default: a fresh, time-sortable id).")
 @click.option("--workers", type=click.IntRange(min=1), help="Worker processes "
               "(default: the spec's, else the CPU count).")
@@ -37,9 +39,10 @@ from dagrun.cli.progress import progress
               "long (e.g. 30m). Default: wait as long as it takes.")
 @param_option
 @metrics_file_option
-def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers: int | None,
-        durability: str | None, deadline: str | None, if_running: str | None,
-        wait_timeout: str | None, params: tuple[str, ...], metrics_file: str | None) -> int:
+def run(spec: str, state_dir: str, json_mode: bool, quiet: bool, run_id: str | None,
+        workers: int | None, durability: str | None, deadline: str | None,
+        if_running: str | None, wait_timeout: str | None, params: tuple[str, ...],
+        metrics_file: str | None) -> int:
     """Validate SPEC, then execute a new run of it."""
     from dagrun import api
     from dagrun.errors import PipelineBusy
@@ -54,7 +57,7 @@ def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers:
                          if_running=if_running, params=parsed_params(params),
                          wait_timeout=duration(wait_timeout, "--wait-timeout"),
                          metrics_file=metrics_file,
-                         reporter=progress.reporter_for(run_id, state_dir, json_mode))
+                         reporter=progress.reporter_for(run_id, state_dir, json_mode, quiet))
     except PipelineBusy as exc:
         progress.decided = True
         click.echo(f"dagrun: {exc}", err=True)
@@ -74,6 +77,7 @@ def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers:
 @click.option("--last", is_flag=True, help="Resume the newest unfinished (crashed or "
               "cancelled) run instead of naming one.")
 @click.option("--pipeline", help="With --last: the newest unfinished run of this pipeline.")
+@quiet_option
 @durability_option
 @deadline_option
 @log_options
@@ -86,7 +90,7 @@ def run(spec: str, state_dir: str, json_mode: bool, run_id: str | None, workers:
               "tasks of the run (without it, resume names them and exits 2).")
 @param_option
 @metrics_file_option
-def resume(run_id: str | None, state_dir: str, json_mode: bool, last: bool,
+def resume(run_id: str | None, state_dir: str, json_mode: bool, quiet: bool, last: bool,
            pipeline: str | None, durability: str | None, deadline: str | None,
            retry_failed: bool, spec_path: str | None, allow_removed: bool,
            params: tuple[str, ...], metrics_file: str | None) -> int:
@@ -107,7 +111,7 @@ def resume(run_id: str | None, state_dir: str, json_mode: bool, last: bool,
                         deadline=deadline_seconds(deadline), allow_removed=allow_removed,
                         params=parsed_params(params),
                         metrics_file=metrics_file,
-                        reporter=progress.reporter_for(run_id, state_dir, json_mode))
+                        reporter=progress.reporter_for(run_id, state_dir, json_mode, quiet))
     return emit_result(result, json_mode)
 
 

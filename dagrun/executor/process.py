@@ -32,6 +32,7 @@ import orjson
 
 from dagrun.executor import procs, wire
 from dagrun.executor.base import clamp_wait
+from dagrun.executor.echo import Echo
 from dagrun.model import Attempt, AttemptResult, TaskError
 
 # Tasks queued on a worker beyond the one it runs: hides the pipe round-trip
@@ -61,9 +62,14 @@ class _Writable:
 class ProcessExecutor:
     def __init__(self, workers: int, *, base_dir: str | None = None,
                  max_tasks_per_worker: int | None = None,
-                 notify: Callable[[str], None] | None = None) -> None:
+                 notify: Callable[[str], None] | None = None,
+                 log_dir: str | None = None,
+                 output: Callable[[str, str], None] | None = None) -> None:
         self.size = max(1, workers)
         self.base_dir = base_dir
+        self.log_dir = log_dir  # each worker's stdout and stderr: RUN/logs/worker-PID.log
+        # Lines tasks print, as (task, line), for the display; None: nobody shows them.
+        self._echo = Echo(log_dir, output) if log_dir and output else None
         self.max_tasks_per_worker = max_tasks_per_worker
         self.notify = notify or (lambda _text: None)
         self._missing = 0  # workers to fork again after a failed fork
@@ -82,7 +88,8 @@ class ProcessExecutor:
     def from_settings(cls, settings: Mapping[str, Any]) -> ProcessExecutor:
         return cls(settings["workers"], base_dir=settings.get("base_dir"),
                    max_tasks_per_worker=settings.get("max_tasks_per_worker"),
-                   notify=settings.get("notify"))
+                   notify=settings.get("notify"), log_dir=settings.get("log_dir"),
+                   output=settings.get("output"))
 
     # ------------------------------------------------------------ lifecycle
 
@@ -124,7 +131,9 @@ class ProcessExecutor:
             self._warn(f"{len(names)} thread(s) run in dagrun when it forks workers "
                        f"({', '.join(names[:3])}), probably started by a task module at "
                        "import; a worker may deadlock on a lock such a thread held")
-        worker = procs.spawn(self._lifeline_r, self.base_dir)
+        worker = procs.spawn(self._lifeline_r, self.base_dir, self.log_dir)
+        if self._echo is not None:
+            self._echo.opened(worker)
         self._workers[worker.res_fd] = worker
         self._sel.register(worker.res_fd, selectors.EVENT_READ, worker)
         if worker.pidfd >= 0:
@@ -280,6 +289,8 @@ class ProcessExecutor:
             if self._workers.get(worker.res_fd) is worker:
                 self._read(worker, results)
         self._enforce_deadlines(results)
+        if self._echo is not None:
+            self._echo.tail(self._workers.values())
         return results
 
     def _nearest_deadline(self) -> float | None:
@@ -340,6 +351,9 @@ class ProcessExecutor:
 
     def _finish(self, worker: procs.Worker, msg: dict) -> AttemptResult:
         _, attempt = worker.inflight.popleft()
+        log = msg.get("log")
+        if self._echo is not None and log is not None:
+            self._echo.finished(worker, attempt.task_id, log[1])
         worker.done += 1
         worker.last_duration = msg.get("ended", 0.0) - msg.get("started", 0.0)
         worker.head_started = time.monotonic()
@@ -361,6 +375,8 @@ class ProcessExecutor:
             condition_false=msg.get("condition") is False and error is None,
             stop=msg.get("stop") is True,
             map_index=attempt.map_index,
+            log=None if log is None else {"file": f"worker-{worker.pid}.log",
+                                          "start": log[0], "end": log[1]},
         )
 
     def _enforce_deadlines(self, results: list[AttemptResult]) -> None:
@@ -392,6 +408,10 @@ class ProcessExecutor:
             self._sel.unregister(worker.pidfd)
             procs.close(worker.pidfd)
         del self._workers[worker.res_fd]
+        if self._echo is not None:
+            if worker.inflight:
+                self._echo.finished(worker, worker.inflight[0][1].task_id, None)
+            self._echo.closed(worker)
         procs.close(worker.res_fd)
         procs.close(worker.req_fd)
         now = time.time()

@@ -44,6 +44,9 @@ class Worker:
     retiring: bool = False
     protocol_detail: str = ""  # what was wrong on the result pipe (kill_reason "protocol")
     last_duration: float = 1.0  # of its last task; unknown counts as long
+    log_fd: int = -1  # the parent's read fd on the worker's log file (the echo)
+    log_pos: int = -1  # how far the echo has read it; -1: not opened yet
+    log_line: bytearray = field(default_factory=bytearray)  # a line not yet complete
 
     @property
     def deadline(self) -> float | None:
@@ -58,7 +61,7 @@ def other_threads() -> list[str]:
     return sorted(t.name for t in threading.enumerate() if t is not threading.current_thread())
 
 
-def spawn(lifeline_r: int, base_dir: str | None) -> Worker:
+def spawn(lifeline_r: int, base_dir: str | None, log_dir: str | None = None) -> Worker:
     """Fork a worker and its sentinel; OSError (EAGAIN, ENOMEM) leaves nothing behind."""
     req_r, req_w = os.pipe()
     res_r, res_w = os.pipe()
@@ -77,7 +80,7 @@ def spawn(lifeline_r: int, base_dir: str | None) -> Worker:
     if pid == 0:
         from dagrun.executor.worker import worker_main
 
-        worker_main(req_r, res_w, lifeline_r, parent, base_dir)
+        worker_main(req_r, res_w, lifeline_r, parent, base_dir, log_dir)
     os.close(req_r)
     os.close(res_w)
     try:

@@ -102,6 +102,12 @@ def result_message(body: bytes) -> dict:
                                             for k in ("type", "message", "traceback"))
             and isinstance(error.get("types", []), list)):
         raise FrameError("a result whose 'error' is not an error")
+    log = msg.get("log")
+    if log is not None and not (
+            isinstance(log, list) and len(log) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in log)
+            and log[0] <= log[1]):
+        raise FrameError("a result whose 'log' is not a byte range")
     if not isinstance(msg.get("state", {}), dict):
         raise FrameError("a result whose 'state' is not an object")
     return msg

@@ -1,7 +1,9 @@
 """The code a forked worker process runs: read a task, run it, send its result.
 
 Set-up (once per worker): own process group, SIGKILL on parent death,
-stdout redirected to stderr, every inherited fd closed but its pipes. The
+every inherited fd closed but its pipes, fds 1 and 2 on the worker's log file
+(RUN/logs/worker-PID.log, opened once: a task's prints and its subprocesses'
+output land there; without a log folder, stdout goes to stderr). The
 parent also forks a *sentinel* into the worker's group that blocks on the
 lifeline pipe and SIGKILLs the whole group when the dagrun process dies,
 however it died: PR_SET_PDEATHSIG alone would kill the worker but not the
@@ -44,10 +46,10 @@ def _close_fds_except(keep: set[int]) -> None:
 
 
 def worker_main(req_fd: int, res_fd: int, lifeline_fd: int, parent_pid: int,
-                base_dir: str | None) -> NoReturn:
+                base_dir: str | None, log_dir: str | None = None) -> NoReturn:
     code = 0
     try:
-        _setup(req_fd, res_fd, lifeline_fd, parent_pid, base_dir)
+        _setup(req_fd, res_fd, lifeline_fd, parent_pid, base_dir, log_dir)
         _serve(req_fd, res_fd)
     except BaseException:  # never let a worker return into the parent's code
         code = 70
@@ -56,7 +58,7 @@ def worker_main(req_fd: int, res_fd: int, lifeline_fd: int, parent_pid: int,
 
 
 def _setup(req_fd: int, res_fd: int, lifeline_fd: int, parent_pid: int,
-           base_dir: str | None) -> None:
+           base_dir: str | None, log_dir: str | None) -> None:
     try:
         os.setpgid(0, 0)
     except OSError:
@@ -72,10 +74,59 @@ def _setup(req_fd: int, res_fd: int, lifeline_fd: int, parent_pid: int,
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
-    os.dup2(2, 1)  # a task's prints must never reach dagrun's stdout
+    try:
+        if not log_dir:
+            raise OSError
+        _open_log(log_dir)
+    except OSError:  # no log folder (or it cannot be written): the task prints to stderr
+        os.dup2(2, 1)  # a task's prints must never reach dagrun's stdout
     os.close(lifeline_fd)
     if base_dir and base_dir not in sys.path:
         sys.path.insert(0, base_dir)
+
+
+# The worker's index of attempts (worker-PID.idx): one line per attempt, written
+# before it runs, so that `dagrun logs` finds an attempt whose result never
+# reached the journal (dagrun SIGKILLed, the worker crashed). -1: no logs.
+_idx_fd = -1
+
+
+def _open_log(log_dir: str) -> None:
+    global _idx_fd
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+    base = os.path.join(log_dir, f"worker-{os.getpid()}")
+    fd = os.open(base + ".log", flags, 0o600)
+    os.dup2(fd, 1)  # stdout and stderr share one offset: their lines stay in order
+    os.dup2(fd, 2)
+    os.close(fd)
+    _idx_fd = os.open(base + ".idx", flags | os.O_CLOEXEC, 0o600)
+    try:
+        # Block-buffered on a file: a print would reach the log (and `--follow`,
+        # and the echo) only when the task ends.
+        sys.stdout.reconfigure(line_buffering=True)
+    except (AttributeError, ValueError):
+        pass
+
+
+def _log_start(msg: dict[str, Any]) -> int | None:
+    """The log offset where this attempt's output begins, indexed; None: no logs."""
+    if _idx_fd < 0:
+        return None
+    try:
+        start = os.lseek(1, 0, os.SEEK_END)
+        os.write(_idx_fd, orjson.dumps({"task": msg["task"], "attempt": msg["attempt"],
+                                        "start": start}) + b"\n")
+    except OSError:  # an earlier task closed fd 1, a full disk: the attempt runs unlogged
+        return None
+    return start
+
+
+def _log_end(head: dict[str, Any], start: int | None) -> None:
+    if start is not None:
+        try:
+            head["log"] = [start, os.lseek(1, 0, os.SEEK_END)]
+        except OSError:  # the task closed or replaced fd 1: no range, the index remains
+            pass
 
 
 def sentinel_main(lifeline_fd: int, pgid: int) -> NoReturn:
@@ -143,8 +194,9 @@ def _run_one(msg: dict[str, Any], functions: dict[str, Any],
         os.environ.pop("DAGRUN_MAP_INDEX", None)
     limit = msg.get("memory_limit")
     saved = _limit_memory(limit) if limit else None
+    log_start = _log_start(msg)
     started = time.time()
-    head = {"id": msg["id"], "started": started}
+    head: dict[str, Any] = {"id": msg["id"], "started": started}
     try:
         if msg.get("when") is not None and not _condition(msg, functions, resolve):
             _flush_std()
@@ -184,6 +236,7 @@ def _run_one(msg: dict[str, Any], functions: dict[str, Any],
             _restore_memory(saved)  # first: formatting the error needs memory too
         _flush_std()
         head["ended"] = time.time()
+        _log_end(head, log_start)
         types = [c.__name__ for c in type(exc).__mro__[:-1]]
         if limit and isinstance(exc, MemoryError):
             head["error"] = {"type": "MemoryLimitExceeded",
@@ -207,6 +260,7 @@ def _run_one(msg: dict[str, Any], functions: dict[str, Any],
             _restore_memory(saved)
     _flush_std()
     head["ended"] = time.time()
+    _log_end(head, log_start)
     return orjson.dumps(head)[:-1] + b',"output":' + payload + b"}", False
 
 
