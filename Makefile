@@ -19,10 +19,13 @@ run: $(STAMP)
 	  "(published digests: pipelines/out/published.txt)"
 
 test: $(STAMP)
+	$(BIN)/ruff check dagrun tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check dagrun tests
+	$(BIN)/ruff check dagrun tests bench
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

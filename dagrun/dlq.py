@@ -263,7 +263,9 @@ class DeadLetterOffice:
         """A failed map task: one letter per failed element, named TASK[i]; the
         letters of its elements that have completed since go."""
         el, t = st.elements, self.spec.tasks[tid]
-        items = kwargs.get(t.map) if isinstance(kwargs.get(t.map), list) else []
+        assert t.map is not None  # only a map task has elements
+        value = kwargs.get(t.map)
+        items = value if isinstance(value, list) else []
         for name in [n for n in self.lettered if fanout.base_task(n) == tid and n != tid]:
             if int(name[len(tid) + 1:-1]) not in el.errors:
                 self.queue.remove(self.run_id, name)

@@ -18,13 +18,14 @@ from dagrun.spec import PipelineSpec
 if TYPE_CHECKING:
     from dagrun.dlq import DeadLetterOffice
     from dagrun.executor.base import Executor
+    from dagrun.report import Guarded
     from dagrun.report import QuietReporter as Reporter
     from dagrun.scheduler import CancelToken
     from dagrun.store.runs import RunInfo
 
 
 def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | None,
-          settings: dict[str, Any], *, reporter: Reporter | None = None,
+          settings: dict[str, Any], *, reporter: Reporter | Guarded | None = None,
           lock: Any = None, unsettled_letters: set[str] | None = None,
           heads: dict[str, str] | None = None, notes: list[str] | None = None,
           emitted: set[str] | None = None,

@@ -22,12 +22,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from dagrun.errors import StateIOError
 from dagrun.model import RunResult, TaskError, TaskState
 
 if TYPE_CHECKING:
+    from dagrun.kinds.fanout import ElementChanged
     from dagrun.spec import PipelineSpec
 
 
@@ -81,7 +82,10 @@ class RunFinished:
     result: RunResult
 
 
-Event = RunStarted | TaskChanged | TaskHeld | Note | TaskOutput | RunFinished
+# A string: ElementChanged (a map element's change, kinds/fanout.py) is imported
+# for type checking only, so this module's run-time imports stay as they were.
+Event: TypeAlias = ("RunStarted | TaskChanged | TaskHeld | Note | TaskOutput | RunFinished"
+                    " | ElementChanged")
 
 
 class Listener(Protocol):

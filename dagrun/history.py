@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from dagrun.errors import DagrunError, RunLocked, UnknownRun, UsageError
 from dagrun.model import TaskResult, TaskState
@@ -160,11 +160,11 @@ def read_run(state: Any, run_id: str) -> RunView:
         if tid in starts:
             started = round(starts[tid], 3)
             end = ends.get(tid)
-            if name == "cancelled":  # cut short: no attempt entry, its record ends it
+            if name == "cancelled" and rec:  # cut short: no attempt entry, its record ends it
                 end = max(end or 0.0, rec["at"]) if _num(rec.get("at")) else end
             if state_ in FINAL_STATES and end is not None:
                 ended = round(max(end, started), 3)
-        if name == "completed":
+        if name == "completed" and rec:
             tasks[tid] = TaskResult(name, rec["attempts"], rec.get("output"), None,
                                     started_at=started, ended_at=ended)
             continue
@@ -180,7 +180,7 @@ def read_run(state: Any, run_id: str) -> RunView:
                    float(info.meta.get("created", 0.0)), ended_at, counts, tasks, info.path)
 
 
-def _num(value: Any) -> bool:
+def _num(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 

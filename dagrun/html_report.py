@@ -145,7 +145,8 @@ def _live(run_dir: Path) -> bool:
 def log_excerpt(run_dir: Path, task: str, attempt: int) -> str | None:
     """The tail of a task attempt's captured output, if per-task logs exist."""
     try:
-        from dagrun.logs import read_log  # type: ignore[attr-defined]
+        # An optional module (per-task logs) that this dagrun may not have yet.
+        from dagrun.logs import read_log  # type: ignore[import-not-found,attr-defined]
     except ImportError:
         return None  # this dagrun keeps no per-task logs
     try:

@@ -20,6 +20,7 @@ from dagrun.params import for_resume
 from dagrun.spec import PipelineSpec
 
 if TYPE_CHECKING:
+    from dagrun.report import Guarded
     from dagrun.report import QuietReporter as Reporter
     from dagrun.store.repair import Repaired
     from dagrun.store.runs import RunInfo
@@ -53,7 +54,7 @@ def resume_run(
     from dagrun.store.records import RUN_FORMAT, frame, new_nonce
     from dagrun.store.runs import Lock, PipelineLock, StateDir, file_identity, write_atomic
 
-    reporter = guarded(reporter or QuietReporter())
+    shown = guarded(reporter or QuietReporter())
     state = StateDir(state_dir)
     gc_pause = _GcPause()  # loading 100k tasks' state: 2x faster without the cyclic GC
     try:
@@ -82,7 +83,7 @@ def resume_run(
             spec = new
         mode = resolve_durability(durability or info.meta["settings"].get("durability"), spec)
         anchors = {tid: a for tid, a in _anchors(info).items() if tid in spec.tasks}
-        repaired = _load_and_repair(info, spec, changed, retry_tasks, retry_failed, reporter,
+        repaired = _load_and_repair(info, spec, changed, retry_tasks, retry_failed, shown,
                                     anchors)
         # The re-run tasks' chains restart from fresh anchors (store/repair.py):
         # every record they had before is superseded.
@@ -96,9 +97,9 @@ def resume_run(
 
             result = stored_result(run_id, repaired.statuses)
             settle_letters(info, spec, repaired.statuses, repaired.unsettled_letters)
-            reporter.message(f"run {run_id} already succeeded; nothing to run")
-            reporter.start(run_id, spec, repaired.statuses)
-            reporter.finish(result)
+            shown.message(f"run {run_id} already succeeded; nothing to run")
+            shown.start(run_id, spec, repaired.statuses)
+            shown.finish(result)
             return result
         if spec_path is None:
             # As `run` does: a task module that has gone (a deleted file, a moved
@@ -120,7 +121,7 @@ def resume_run(
             write_atomic(info.path / "run.json", frame(meta))
         plock = PipelineLock(state, spec.name)
         plock.hold_shared(run_id)
-        return drive(info, spec, repaired.statuses, settings, reporter=reporter, lock=lock,
+        return drive(info, spec, repaired.statuses, settings, reporter=shown, lock=lock,
                      unsettled_letters=repaired.unsettled_letters, heads=repaired.heads,
                      notes=repaired.lines, emitted=repaired.events, metrics_file=metrics_file)
     finally:
@@ -155,7 +156,7 @@ def _anchors(info: RunInfo) -> dict[str, str]:
 
 def _load_and_repair(info: RunInfo, spec: PipelineSpec, changed: set[str],
                      retry_tasks: Iterable[str] | None, retry_failed: bool,
-                     reporter: Reporter, anchors: dict[str, str]) -> Repaired:
+                     reporter: Guarded, anchors: dict[str, str]) -> Repaired:
     """The run's journal, verified line by line (bad lines named in warnings),
     folded and repaired into the task states to resume from."""
     from dagrun.store.journal import read_journal

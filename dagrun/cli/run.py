@@ -105,6 +105,7 @@ def resume(run_id: str | None, state_dir: str, json_mode: bool, quiet: bool, las
     if last:
         run_id = api.last_unfinished(state_dir=state_dir, pipeline=pipeline)
         click.echo(f"dagrun: resuming run {run_id}", err=True)
+    assert run_id is not None  # given, or found by --last (checked above)
 
     result = api.resume(run_id, state_dir=state_dir, spec_path=spec_path,
                         retry_failed=retry_failed, durability=durability,

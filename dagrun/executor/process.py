@@ -263,7 +263,7 @@ class ProcessExecutor:
         timeout = clamp_wait(timeout)
         results: list[AttemptResult] = []
         for key, _ in self._sel.select(timeout):
-            worker = key.data
+            worker: procs.Worker | _Exited | _Writable | None = key.data
             if worker is None:
                 if not procs.drain(key.fd):
                     # Closed by its owner while still registered (the signal pipe,

@@ -13,6 +13,7 @@ processes its task started.
 from __future__ import annotations
 
 import ctypes
+import io
 import os
 import signal
 import sys
@@ -100,12 +101,13 @@ def _open_log(log_dir: str) -> None:
     os.dup2(fd, 2)
     os.close(fd)
     _idx_fd = os.open(base + ".idx", flags | os.O_CLOEXEC, 0o600)
-    try:
-        # Block-buffered on a file: a print would reach the log (and `--follow`,
-        # and the echo) only when the task ends.
-        sys.stdout.reconfigure(line_buffering=True)
-    except (AttributeError, ValueError):
-        pass
+    # Block-buffered on a file: a print would reach the log (and `--follow`,
+    # and the echo) only when the task ends.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        try:
+            sys.stdout.reconfigure(line_buffering=True)
+        except ValueError:
+            pass
 
 
 def _log_start(msg: dict[str, Any]) -> int | None:

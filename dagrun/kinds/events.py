@@ -26,7 +26,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -90,7 +90,7 @@ def parse_keys(tdoc: Mapping[str, Any], defaults: Mapping[str, Any],
 class EventWaits:
     """The scheduler's view of events: emitted names, tasks waiting, timeouts."""
 
-    def __init__(self, spec: Any, run_path: Path | None, emitted: Mapping[str, Any] = (),
+    def __init__(self, spec: Any, run_path: Path | None, emitted: Iterable[str] = (),
                  *, clock: Any = time.monotonic, wall: Any = time.time) -> None:
         self.spec = spec
         self.inbox = run_path / INBOX if run_path is not None else None

@@ -212,6 +212,7 @@ class Fanout:
         """The map task has just been recorded running: queue its elements."""
         t = self.s.spec.tasks[tid]
         st = self.s.status[tid]
+        assert t.map is not None  # only map tasks start here
         items = kwargs[t.map]
         if not isinstance(items, list):
             st.elements = None
@@ -241,6 +242,7 @@ class Fanout:
         t = s.spec.tasks[tid]
         el = s.status[tid].elements
         kwargs, items = self._calls[tid]
+        assert t.map is not None  # self._calls holds map tasks only
         el.state[i] = RUNNING
         el.attempts[i] += 1
         number = el.numbers[i] = el.numbers[i] + 1
@@ -266,6 +268,7 @@ class Fanout:
         """An element's attempt ended; its row is written with the batch."""
         s = self.s
         tid, i = r.task_id, r.map_index
+        assert i is not None  # the scheduler sends only element results here
         st = s.status[tid]
         el = st.elements
         if st.state != TaskState.RUNNING or el is None:

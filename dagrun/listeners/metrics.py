@@ -157,6 +157,7 @@ class MetricsListener:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         p = [self.pipeline]
+        fam: CounterMetricFamily | GaugeMetricFamily
         counters = (
             ("tasks_started", "started", "Task attempts started"),
             ("tasks_completed", "completed", "Tasks completed"),
@@ -177,8 +178,8 @@ class MetricsListener:
             by_state[state.value] += 1
         fam = GaugeMetricFamily("dagrun_tasks", "Tasks of the run by state (at the end: "
                                 "their final state).", labels=["pipeline", "state"])
-        for state, n in by_state.items():
-            fam.add_metric([self.pipeline, state], n)
+        for value, n in by_state.items():
+            fam.add_metric([self.pipeline, value], n)
         yield fam
         fam = GaugeMetricFamily("dagrun_run_status", "1 for the run's status (running, "
                                 "succeeded, failed, cancelled, aborted), 0 for the others.",

@@ -61,7 +61,7 @@ class TaskSpec:
 
     def definition(self) -> dict[str, Any]:
         """What decides the task's output: a change here means the task must re-run."""
-        d = {"call": self.call, "kwargs": self.kwargs, "inputs": self.inputs,
+        d: dict[str, Any] = {"call": self.call, "kwargs": self.kwargs, "inputs": self.inputs,
              "deps": list(self.deps)}
         if self.when is not None:  # decides whether it has an output at all
             d["when"] = self.when

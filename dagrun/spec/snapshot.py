@@ -41,9 +41,10 @@ def from_dict(data: Mapping[str, Any]) -> PipelineSpec:
         else:
             key = (r["retries"], r["delay"], r["backoff"], r["max_delay"], r["jitter"],
                    tuple(r["retry_on"]), tuple(r["no_retry_on"]))
-            retry = policies.get(key)
-            if retry is None:
-                retry = policies[key] = RetryPolicy(*key)
+            cached = policies.get(key)
+            if cached is None:
+                cached = policies[key] = RetryPolicy(*key)
+            retry = cached
         tasks[t["id"]] = TaskSpec(
             t["id"], t["call"], tuple(get(t, "deps", ())), get(t, "inputs") or {},
             get(t, "kwargs") or {}, get(t, "priority", 0), get(t, "timeout"),

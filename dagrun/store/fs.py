@@ -76,7 +76,7 @@ def read_state_file(path: Path) -> bytes:
     regular file; other OSErrors as they are)."""
     fd = open_state_file(path, os.O_RDONLY)
     try:
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             chunk = os.read(fd, 1 << 20)
             if not chunk:

@@ -115,10 +115,10 @@ def fold(records: Sequence[dict[str, Any]], digests: Sequence[str], task_ids: Ma
     out = Folded()
     last, history, heads = out.last, out.history, out.heads
     waiting = set()  # anchored tasks nothing has chained to yet: old records are superseded
-    for tid, anchor in (anchors or {}).items():
-        if tid in task_ids:
-            heads[tid] = anchor
-            waiting.add(tid)
+    for anchored, anchor in (anchors or {}).items():
+        if anchored in task_ids:
+            heads[anchored] = anchor
+            waiting.add(anchored)
     limit = time.time() + _MAX_AHEAD
     for i, rec in enumerate(records):
         if rec.get("run") != run_id or rec.get("nonce") != nonce:
