@@ -143,7 +143,7 @@ def _depth(value: Any, level: int = 1) -> int:
     return level
 
 
-MAX_DEPTH = 100  # as kwargs in a spec (spec/load.py MAX_KWARGS_DEPTH)
+MAX_DEPTH = 100  # as kwargs in a spec (spec/checks.py MAX_KWARGS_DEPTH)
 
 
 def _builtins(spec: Any, run_id: str, run_date: str) -> dict[str, Any]:

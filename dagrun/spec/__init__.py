@@ -1,10 +1,11 @@
 """The pipeline spec: model.py (frozen dataclasses and their defaults), load.py
-(TOML/YAML/dict -> validated PipelineSpec; yaml_doc.py parses YAML safely),
+(TOML/YAML/dict -> validated PipelineSpec; checks.py its small value checkers;
+yaml_doc.py parses YAML safely),
 snapshot.py (the run's JSON snapshot of a spec)."""
 
+from dagrun.spec.checks import MAX_KWARGS_DEPTH
 from dagrun.spec.load import (
     BREAKER_KEYS,
-    MAX_KWARGS_DEPTH,
     PIPELINE_KEYS,
     POLICY_KEYS,
     TASK_KEYS,

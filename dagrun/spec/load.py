@@ -7,8 +7,6 @@ graph.py, callable checks in callables.py.
 
 from __future__ import annotations
 
-import datetime as _dt
-import difflib
 import gc
 import os
 import re
@@ -16,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dagrun.durations import parse_duration, parse_size
+from dagrun.durations import parse_size
 from dagrun.errors import SpecError
 from dagrun.kinds import loop as loop_kind
 from dagrun.kinds import sensor as sensor_kind
@@ -24,6 +22,18 @@ from dagrun.kinds.conditions import parse_when
 from dagrun.kinds.fanout_spec import parse_keys as parse_map
 from dagrun.kinds.triggers import parse_trigger
 from dagrun.params import PARAM_NAME, check_reference, references
+from dagrun.spec.checks import (
+    INT_MAX,
+    INT_MIN,
+    check_keys,
+    did_you_mean,
+    expect_mapping,
+    name_list,
+    opt_duration,
+    opt_int,
+    plain,
+    required_duration,
+)
 from dagrun.spec.model import (
     BACKOFFS,
     CALL,
@@ -128,23 +138,23 @@ def parse_document(doc: Any, *, source: str = "<pipeline>", default_name: str = 
     if not isinstance(doc, Mapping):
         raise SpecError(f"{where}: the document must be a table/mapping with a 'tasks' section")
     # Top-level `x-...` keys are ignored, as in Docker Compose: a place for YAML anchors.
-    _check_keys({k: v for k, v in doc.items() if not (isinstance(k, str) and k.startswith("x-"))},
+    check_keys({k: v for k, v in doc.items() if not (isinstance(k, str) and k.startswith("x-"))},
                 TOP_KEYS, where, "top-level key")
 
     pipe = doc.get("pipeline", {})
-    _expect_mapping(pipe, f"{where}: 'pipeline'")
-    _check_keys(pipe, PIPELINE_KEYS, f"{where}: [pipeline]", "key")
+    expect_mapping(pipe, f"{where}: 'pipeline'")
+    check_keys(pipe, PIPELINE_KEYS, f"{where}: [pipeline]", "key")
     pctx = f"{where}: [pipeline]"
     name = pipe.get("name", default_name)
     if not isinstance(name, str) or not TASK_ID.fullmatch(name):
         raise SpecError(f"{pctx}: 'name' must match {TASK_ID.pattern}, got {name!r}")
-    workers = _opt_int(pipe, "workers", pctx, minimum=1)
-    deadline = _opt_duration(pipe, "deadline", pctx, positive=True)
+    workers = opt_int(pipe, "workers", pctx, minimum=1)
+    deadline = opt_duration(pipe, "deadline", pctx, positive=True)
     durability = pipe.get("durability")
     if durability is not None and durability not in DURABILITY_MODES:
         raise SpecError(f"{pctx}: 'durability' must be one of {', '.join(DURABILITY_MODES)}, "
                         f"got {durability!r}")
-    max_tasks = _opt_int(pipe, "max_tasks_per_worker", pctx, minimum=1)
+    max_tasks = opt_int(pipe, "max_tasks_per_worker", pctx, minimum=1)
     description = pipe.get("description", "")
     if not isinstance(description, str):
         raise SpecError(f"{pctx}: 'description' must be a string")
@@ -152,30 +162,30 @@ def parse_document(doc: Any, *, source: str = "<pipeline>", default_name: str = 
     params, secret_params = _parse_params(doc.get("params", {}), pipe, where)
 
     breakers_doc = doc.get("breakers", {})
-    _expect_mapping(breakers_doc, f"{where}: 'breakers'")
+    expect_mapping(breakers_doc, f"{where}: 'breakers'")
     breakers = {}
     for bname, bdoc in breakers_doc.items():
         bctx = f"{where}: breaker {bname!r}"
         if not isinstance(bname, str) or not TASK_ID.fullmatch(bname):
             raise SpecError(f"{where}: breaker name {bname!r} must match {TASK_ID.pattern}")
-        _expect_mapping(bdoc, bctx)
-        _check_keys(bdoc, BREAKER_KEYS, bctx, "key")
+        expect_mapping(bdoc, bctx)
+        check_keys(bdoc, BREAKER_KEYS, bctx, "key")
         breakers[bname] = BreakerSpec(
             name=bname,
-            failure_threshold=_opt_int(bdoc, "failure_threshold", bctx, minimum=1) or 5,
-            cooldown=_required_duration(bdoc, "cooldown", bctx, _BREAKER_DEFAULTS.cooldown),
-            success_threshold=_opt_int(bdoc, "success_threshold", bctx, minimum=1) or 1,
-            max_wait=_opt_duration(bdoc, "max_wait", bctx),
+            failure_threshold=opt_int(bdoc, "failure_threshold", bctx, minimum=1) or 5,
+            cooldown=required_duration(bdoc, "cooldown", bctx, _BREAKER_DEFAULTS.cooldown),
+            success_threshold=opt_int(bdoc, "success_threshold", bctx, minimum=1) or 1,
+            max_wait=opt_duration(bdoc, "max_wait", bctx),
         )
 
     defaults = doc.get("defaults", {})
-    _expect_mapping(defaults, f"{where}: 'defaults'")
-    _check_keys(defaults, POLICY_KEYS, f"{where}: [defaults]", "key")
+    expect_mapping(defaults, f"{where}: 'defaults'")
+    check_keys(defaults, POLICY_KEYS, f"{where}: [defaults]", "key")
 
     tasks_doc = doc.get("tasks")
     if tasks_doc is None:
         raise SpecError(f"{where}: no 'tasks' section: a pipeline needs at least one task")
-    _expect_mapping(tasks_doc, f"{where}: 'tasks'")
+    expect_mapping(tasks_doc, f"{where}: 'tasks'")
     if not tasks_doc:
         raise SpecError(f"{where}: 'tasks' is empty: a pipeline needs at least one task")
     tasks: dict[str, TaskSpec] = {}
@@ -199,14 +209,14 @@ def parse_document(doc: Any, *, source: str = "<pipeline>", default_name: str = 
 
 def _parse_params(doc: Any, pipe: Mapping[str, Any],
                   where: str) -> tuple[dict[str, Any], tuple[str, ...]]:
-    _expect_mapping(doc, f"{where}: 'params'")
+    expect_mapping(doc, f"{where}: 'params'")
     params = {}
     for name, value in doc.items():
         ctx = f"{where}: [params] {name!r}"
         if not isinstance(name, str) or not PARAM_NAME.fullmatch(name):
             raise SpecError(f"{where}: [params] name {name!r} must be a name of letters, "
                             "digits and '_' (not starting with a digit)")
-        params[name] = _plain(value, ctx, 1)
+        params[name] = plain(value, ctx, 1)
         for ref in references(params[name]):
             check_reference(ref, (), ctx, builtins_only=True)
     secrets = pipe.get("secret_params", [])
@@ -243,9 +253,9 @@ def _parse_task(tid: str, tdoc: Any, defaults: Mapping[str, Any],
     # through to the general checks, which raise the precise errors.
     ctx = f"{where}: task {tid!r}"
     if type(tdoc) is not dict:
-        _expect_mapping(tdoc, ctx)
+        expect_mapping(tdoc, ctx)
     if not _TASK_KEY_SET.issuperset(tdoc):
-        _check_keys(tdoc, TASK_KEYS, ctx, "key")
+        check_keys(tdoc, TASK_KEYS, ctx, "key")
 
     call = tdoc.get("call")
     if call is None:
@@ -270,7 +280,7 @@ def _parse_task(tid: str, tdoc: Any, defaults: Mapping[str, Any],
     if inputs is _ABSENT:
         inputs = {}
     else:
-        _expect_mapping(inputs, f"{ctx}: 'inputs'")
+        expect_mapping(inputs, f"{ctx}: 'inputs'")
         for param, up in inputs.items():
             if not isinstance(param, str) or not param.isidentifier():
                 raise SpecError(f"{ctx}: 'inputs' key {param!r} is not a parameter name")
@@ -283,14 +293,14 @@ def _parse_task(tid: str, tdoc: Any, defaults: Mapping[str, Any],
     if kwargs is _ABSENT:
         kwargs = {}
     else:
-        _expect_mapping(kwargs, f"{ctx}: 'kwargs'")
+        expect_mapping(kwargs, f"{ctx}: 'kwargs'")
         for k in kwargs:
             if not isinstance(k, str) or not k.isidentifier():
                 raise SpecError(f"{ctx}: 'kwargs' key {k!r} is not a parameter name")
             if k in inputs:
                 raise SpecError(f"{ctx}: parameter {k!r} is given both in 'kwargs' and "
                                 "'inputs'")
-        kwargs = {k: _plain(v, f"{ctx}: 'kwargs.{k}'", 1) for k, v in kwargs.items()}
+        kwargs = {k: plain(v, f"{ctx}: 'kwargs.{k}'", 1) for k, v in kwargs.items()}
         _check_references(kwargs, shared["params"], ctx)
 
     # A task without policy keys of its own has the defaults' policy: parsed once
@@ -336,14 +346,14 @@ def _parse_policy(merged: Mapping[str, Any], breakers: Mapping[str, BreakerSpec]
                   ctx: str) -> dict[str, Any]:
     priority = merged.get("priority", 0)
     if (isinstance(priority, bool) or not isinstance(priority, int)
-            or not _INT_MIN <= priority <= _INT_MAX):
+            or not INT_MIN <= priority <= INT_MAX):
         raise SpecError(f"{ctx}: 'priority' must be an integer, got {priority!r}")
 
-    timeout = _opt_duration(merged, "timeout", ctx, positive=True)
-    grace = _opt_duration(merged, "timeout_grace", ctx)
-    retries = _opt_int(merged, "retries", ctx, minimum=0) or 0
-    delay = _opt_duration(merged, "retry_delay", ctx)
-    max_delay = _opt_duration(merged, "retry_max_delay", ctx)
+    timeout = opt_duration(merged, "timeout", ctx, positive=True)
+    grace = opt_duration(merged, "timeout_grace", ctx)
+    retries = opt_int(merged, "retries", ctx, minimum=0) or 0
+    delay = opt_duration(merged, "retry_delay", ctx)
+    max_delay = opt_duration(merged, "retry_max_delay", ctx)
     backoff = merged.get("retry_backoff", "exponential")
     if backoff not in BACKOFFS:
         raise SpecError(f"{ctx}: 'retry_backoff' must be one of {', '.join(BACKOFFS)}, "
@@ -351,8 +361,8 @@ def _parse_policy(merged: Mapping[str, Any], breakers: Mapping[str, BreakerSpec]
     jitter = merged.get("retry_jitter", True)
     if not isinstance(jitter, bool):
         raise SpecError(f"{ctx}: 'retry_jitter' must be true or false, got {jitter!r}")
-    retry_on = _name_list(merged, "retry_on", ctx)
-    no_retry_on = _name_list(merged, "no_retry_on", ctx)
+    retry_on = name_list(merged, "retry_on", ctx)
+    no_retry_on = name_list(merged, "no_retry_on", ctx)
 
     memory_limit = None
     if merged.get("memory_limit") is not None:
@@ -367,7 +377,7 @@ def _parse_policy(merged: Mapping[str, Any], breakers: Mapping[str, BreakerSpec]
             raise SpecError(f"{ctx}: 'breaker' must name a breaker of [breakers], "
                             f"got {breaker!r}")
         if breaker not in breakers:
-            hint = _did_you_mean(breaker, breakers)
+            hint = did_you_mean(breaker, breakers)
             raise SpecError(f"{ctx}: 'breaker' names {breaker!r}, which is not defined in "
                             f"[breakers]{hint}")
 
@@ -382,99 +392,5 @@ def _parse_policy(merged: Mapping[str, Any], breakers: Mapping[str, BreakerSpec]
     )
 
 
-def _plain(value: Any, ctx: str, depth: int) -> Any:
-    """Dates and times become ISO-8601 strings; anything not JSON-like is an error."""
-    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
-        return value.isoformat()
-    if isinstance(value, (Mapping, list, tuple)):
-        if depth > MAX_KWARGS_DEPTH:
-            raise SpecError(f"{ctx}: nested more than {MAX_KWARGS_DEPTH} levels deep")
-        if isinstance(value, Mapping):
-            return {str(k): _plain(v, ctx, depth + 1) for k, v in value.items()}
-        return [_plain(v, ctx, depth + 1) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        if not _INT_MIN <= value <= _INT_MAX:
-            raise SpecError(f"{ctx}: integer {value} is out of range (JSON numbers here are "
-                            "64-bit); pass it as a string")
-        return value
-    if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            raise SpecError(f"{ctx}: {value!r} is not a JSON number; pass it as a string")
-        return value
-    raise SpecError(f"{ctx}: unsupported value {value!r}")
-
-
-_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
-# The run's snapshot (orjson, at most 254 levels) wraps kwargs in ~5 levels and
-# the worker's messages in a few more: this leaves ample room, and no real
-# task takes arguments nested this deep. (Also stops a self-referencing dict.)
-MAX_KWARGS_DEPTH = 100
-
-
-def _did_you_mean(word: object, choices: Any) -> str:
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _check_keys(doc: Mapping[str, Any], allowed: tuple[str, ...], ctx: str, what: str) -> None:
-    for key in doc:
-        if key not in allowed:
-            raise SpecError(f"{ctx}: unknown {what} {key!r}{_did_you_mean(key, allowed)}")
-
-
-def _expect_mapping(value: Any, ctx: str) -> None:
-    if not isinstance(value, Mapping):
-        raise SpecError(f"{ctx} must be a table/mapping, got {type(value).__name__}")
-
-
-def _opt_int(doc: Mapping[str, Any], key: str, ctx: str, *, minimum: int) -> int | None:
-    value = doc.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= _INT_MAX:
-        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise SpecError(f"{ctx}: {key!r} must be {kind}, got {value!r}")
-    return value
-
-
 # Slotted dataclasses keep no class-level defaults: read them off an instance.
 _BREAKER_DEFAULTS = BreakerSpec(name="defaults")
-
-
-def _required_duration(doc: Mapping[str, Any], key: str, ctx: str, default: float) -> float:
-    """A duration that has a default but no "none" (null would mean "never")."""
-    if key not in doc:
-        return default
-    value = _opt_duration(doc, key, ctx)
-    if value is None:
-        raise SpecError(f"{ctx}: {key!r} must be a duration like \"30s\" or \"5m\", got null")
-    return value
-
-
-def _opt_duration(doc: Mapping[str, Any], key: str, ctx: str, *,
-                  positive: bool = False) -> float | None:
-    value = doc.get(key)
-    if value is None:
-        return None
-    try:
-        seconds = parse_duration(value)
-    except ValueError as exc:
-        if "10 years" in str(exc) or "order" in str(exc):
-            raise SpecError(f"{ctx}: {key!r}: {exc}") from None
-        seconds = -1.0
-    if seconds < 0 or (positive and seconds == 0):
-        kind = "a positive" if positive else "a non-negative"
-        raise SpecError(f"{ctx}: {key!r} must be {kind} number of seconds "
-                        f"(or a duration like \"30s\", \"1h30m\"), got {value!r}")
-    return seconds
-
-
-def _name_list(doc: Mapping[str, Any], key: str, ctx: str) -> tuple[str, ...]:
-    value = doc.get(key, [])
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise SpecError(f"{ctx}: {key!r} must be a list of exception class names, got {value!r}")
-    return tuple(value)
