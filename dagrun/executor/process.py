@@ -15,7 +15,8 @@ grace — reaps it, and forks a replacement. Messages are orjson, never pickles.
                                                  -> SIGKILL to the group
     deadline, cancel: killpg SIGTERM, grace, SIGKILL; reap; fork a new one
 
-Forking, killing and reaping are in procs.py, the frames in wire.py.
+Forking, killing and reaping are in procs.py, the frames in wire.py, the
+AttemptResults built from frames and deaths in results.py.
 """
 
 from __future__ import annotations
@@ -28,12 +29,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from dagrun.executor import procs, wire
+from dagrun.executor import procs, results, wire
 from dagrun.executor.base import clamp_wait
 from dagrun.executor.echo import Echo
-from dagrun.model import Attempt, AttemptResult, TaskError
+from dagrun.model import Attempt, AttemptResult
 
 # Tasks queued on a worker beyond the one it runs: hides the pipe round-trip
 # for short tasks. A queued task's deadline starts when the parent reads the
@@ -256,12 +255,12 @@ class ProcessExecutor:
             if self._missing:
                 timeout = self._respawn_at - now if timeout is None else min(
                     timeout, self._respawn_at - now)
-        nearest = self._nearest_deadline()
+        nearest = procs.nearest_deadline(self._workers.values())
         if nearest is not None:
             until = max(0.0, nearest - now)
             timeout = until if timeout is None else min(timeout, until)
         timeout = clamp_wait(timeout)
-        results: list[AttemptResult] = []
+        out: list[AttemptResult] = []
         for key, _ in self._sel.select(timeout):
             worker: procs.Worker | _Exited | _Writable | None = key.data
             if worker is None:
@@ -277,9 +276,9 @@ class ProcessExecutor:
                 worker = worker.worker
                 if self._workers.get(worker.res_fd) is worker:
                     if not worker.eof:
-                        self._read(worker, results)  # results it sent before exiting
+                        self._read(worker, out)  # results it sent before exiting
                     if self._workers.get(worker.res_fd) is worker:
-                        self._reap(worker, results)
+                        self._reap(worker, out)
                 continue
             if isinstance(worker, _Writable):
                 worker = worker.worker
@@ -287,21 +286,13 @@ class ProcessExecutor:
                     self._flush(worker)
                 continue
             if self._workers.get(worker.res_fd) is worker:
-                self._read(worker, results)
-        self._enforce_deadlines(results)
+                self._read(worker, out)
+        procs.enforce_deadlines(list(self._workers.values()), time.monotonic())
         if self._echo is not None:
             self._echo.tail(self._workers.values())
-        return results
+        return out
 
-    def _nearest_deadline(self) -> float | None:
-        nearest = None
-        for w in self._workers.values():
-            for t in (w.deadline, w.kill_at):
-                if t is not None and (nearest is None or t < nearest):
-                    nearest = t
-        return nearest
-
-    def _read(self, worker: procs.Worker, results: list[AttemptResult]) -> None:
+    def _read(self, worker: procs.Worker, out: list[AttemptResult]) -> None:
         eof = False
         while True:
             try:
@@ -321,7 +312,8 @@ class ProcessExecutor:
                 if body is None:
                     break
                 if body.startswith(b'{"emit":'):  # dagrun.emit() while the task runs
-                    self._emitted.append((worker.inflight[0][1].task_id, _emit_name(body)))
+                    self._emitted.append((worker.inflight[0][1].task_id,
+                                          results.emit_name(body)))
                     continue
                 msg = wire.result_message(body)
             except wire.FrameError as exc:
@@ -329,7 +321,7 @@ class ProcessExecutor:
                 # or an answer nobody asked for: the worker can no longer be trusted.
                 self._protocol_error(worker, str(exc))
                 break
-            results.append(self._finish(worker, msg))
+            out.append(self._finish(worker, msg))
         if worker.kill_reason == "protocol":
             worker.buf.clear()
         if eof:
@@ -339,15 +331,13 @@ class ProcessExecutor:
                 worker.eof = True
                 self._sel.unregister(worker.res_fd)
             else:
-                self._reap(worker, results)
+                self._reap(worker, out)
 
     def _protocol_error(self, worker: procs.Worker, detail: str) -> None:
         worker.protocol_detail = detail
         if worker.kill_reason is None or worker.kill_reason == "timeout":
             worker.kill_reason = "protocol"  # a cancel stays a cancel
-        if not worker.killed_hard:
-            worker.killed_hard = True
-            procs.killpg(worker.pid, signal.SIGKILL)
+        procs.kill_hard(worker)
 
     def _finish(self, worker: procs.Worker, msg: dict) -> AttemptResult:
         _, attempt = worker.inflight.popleft()
@@ -366,39 +356,9 @@ class ProcessExecutor:
             self._stop_writing(worker)
             procs.close(worker.req_fd)
             worker.req_fd = -1  # closed: the number may be reused by the next fd opened
-        error = msg.get("error")
-        return AttemptResult(
-            task_id=attempt.task_id, number=attempt.number, output=msg.get("output"),
-            error=TaskError.from_dict(error),
-            started=msg.get("started", 0.0), ended=msg.get("ended", 0.0),
-            state=msg.get("state"),
-            condition_false=msg.get("condition") is False and error is None,
-            stop=msg.get("stop") is True,
-            map_index=attempt.map_index,
-            log=None if log is None else {"file": f"worker-{worker.pid}.log",
-                                          "start": log[0], "end": log[1]},
-        )
+        return results.from_message(worker, attempt, msg)
 
-    def _enforce_deadlines(self, results: list[AttemptResult]) -> None:
-        now = time.monotonic()
-        for w in list(self._workers.values()):
-            deadline = w.deadline
-            if deadline is not None and now >= deadline:
-                self._begin_kill(w, "timeout", w.inflight[0][1].timeout_grace, now)
-            if w.kill_at is not None and now >= w.kill_at and not w.killed_hard:
-                w.killed_hard = True
-                procs.killpg(w.pid, signal.SIGKILL)
-
-    def _begin_kill(self, w: procs.Worker, reason: str, grace: float, now: float) -> None:
-        w.kill_reason = reason
-        if grace <= 0:
-            w.killed_hard = True
-            procs.killpg(w.pid, signal.SIGKILL)
-        else:
-            procs.killpg(w.pid, signal.SIGTERM)
-            w.kill_at = now + grace
-
-    def _reap(self, worker: procs.Worker, results: list[AttemptResult]) -> None:
+    def _reap(self, worker: procs.Worker, out: list[AttemptResult]) -> None:
         """The worker's result pipe closed: it exited. Report, clean up, replace."""
         status = procs.reap(worker.pid, worker.sentinel)
         if not worker.eof:
@@ -414,26 +374,7 @@ class ProcessExecutor:
             self._echo.closed(worker)
         procs.close(worker.res_fd)
         procs.close(worker.req_fd)
-        now = time.time()
-        first = True
-        while worker.inflight:
-            _, attempt = worker.inflight.popleft()
-            if not first:  # queued behind the one that died: it never started
-                results.append(AttemptResult(attempt.task_id, attempt.number, cancelled=True,
-                                             started=now, ended=now,
-                                             map_index=attempt.map_index))
-                continue
-            first = False
-            clean_exit = worker.retiring and not worker.kill_reason and status == 0
-            if worker.kill_reason == "cancel" or clean_exit:
-                results.append(AttemptResult(attempt.task_id, attempt.number, cancelled=True,
-                                             started=now, ended=now,
-                                             map_index=attempt.map_index))
-            else:
-                results.append(AttemptResult(attempt.task_id, attempt.number,
-                                             error=procs.death_error(worker, attempt, status),
-                                             started=worker.head_wall or now, ended=now,
-                                             map_index=attempt.map_index))
+        out.extend(results.from_death(worker, status, time.time()))
         if not self._closing:
             self._missing += 1
             self._replenish()
@@ -449,7 +390,7 @@ class ProcessExecutor:
         for w in list(self._workers.values()):
             if w.inflight and w.kill_reason != "cancel":
                 if w.kill_reason is None:
-                    self._begin_kill(w, "cancel", grace, now)
+                    procs.begin_kill(w, "cancel", grace, now)
                 else:
                     w.kill_reason = "cancel"
         while any(w.kill_reason for w in self._workers.values()):
@@ -460,18 +401,5 @@ class ProcessExecutor:
         """Skip the grace of everything being stopped (a second Ctrl-C); only
         signals, so a signal handler may call it while cancel() waits."""
         for w in self._workers.values():
-            if w.kill_reason and not w.killed_hard:
-                w.killed_hard = True
-                procs.killpg(w.pid, signal.SIGKILL)
-
-
-def _emit_name(body: bytes) -> str:
-    from dagrun.kinds.events import EVENT_NAME
-
-    try:
-        name = orjson.loads(body).get("emit")
-    except orjson.JSONDecodeError:
-        raise wire.FrameError("a frame whose body is not JSON") from None
-    if not isinstance(name, str) or not EVENT_NAME.fullmatch(name):
-        raise wire.FrameError("an event frame without a valid event name")
-    return name
+            if w.kill_reason:
+                procs.kill_hard(w)

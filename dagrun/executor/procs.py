@@ -1,6 +1,7 @@
 """Worker-process plumbing of the local backend: fork a worker and its
-sentinel with their pipes, watch the worker's exit, kill and reap its group,
-and say why it died. The supervisor loop that uses them is process.py.
+sentinel with their pipes, watch the worker's exit, kill (deadlines, grace,
+SIGKILL) and reap its group, and say why it died. The supervisor loop that
+uses them is process.py; the results it reports are built in results.py.
 
 A worker is the leader of its own process group; its sentinel joins that
 group, so one killpg reaches the task, everything it started and the
@@ -14,6 +15,7 @@ import signal
 import sys
 import threading
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from dagrun.model import Attempt, TaskError
@@ -166,6 +168,42 @@ def _secs(value: float | None) -> str:
     if value is None:
         return "?"
     return f"{value:g}s"
+
+
+def nearest_deadline(workers: Iterable[Worker]) -> float | None:
+    nearest = None
+    for w in workers:
+        for t in (w.deadline, w.kill_at):
+            if t is not None and (nearest is None or t < nearest):
+                nearest = t
+    return nearest
+
+
+def enforce_deadlines(workers: Iterable[Worker], now: float) -> None:
+    """SIGTERM the timed-out, SIGKILL those whose grace is over."""
+    for w in workers:
+        deadline = w.deadline
+        if deadline is not None and now >= deadline:
+            begin_kill(w, "timeout", w.inflight[0][1].timeout_grace, now)
+        if w.kill_at is not None and now >= w.kill_at:
+            kill_hard(w)
+
+
+def begin_kill(w: Worker, reason: str, grace: float, now: float) -> None:
+    w.kill_reason = reason
+    if grace <= 0:
+        w.killed_hard = True
+        killpg(w.pid, signal.SIGKILL)
+    else:
+        killpg(w.pid, signal.SIGTERM)
+        w.kill_at = now + grace
+
+
+def kill_hard(w: Worker) -> None:
+    """SIGKILL the group, once; only signals, so a signal handler may call it."""
+    if not w.killed_hard:
+        w.killed_hard = True
+        killpg(w.pid, signal.SIGKILL)
 
 
 def killpg(pgid: int, sig: int) -> None:
