@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from dagrun.executor.base import Executor
     from dagrun.report import Guarded
     from dagrun.report import QuietReporter as Reporter
-    from dagrun.scheduler import CancelToken
+    from dagrun.scheduling import CancelToken
     from dagrun.store.runs import RunInfo
 
 
@@ -39,7 +39,8 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
     from dagrun.kinds.state import StateStore
     from dagrun.listeners import logfile
     from dagrun.report import QuietReporter, guarded
-    from dagrun.scheduler import CancelToken, Scheduler
+    from dagrun.scheduler import Scheduler
+    from dagrun.scheduling import CancelToken
     from dagrun.store.journal import Journal
     from dagrun.store.records import Chain
     from dagrun.store.runs import Lock

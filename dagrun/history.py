@@ -130,7 +130,7 @@ def read_run(state: Any, run_id: str) -> RunView:
     """The run's status and its tasks' states, read-only; UnknownRun (exit 2)
     if there is no such run. One read of the journal and one pass over it."""
     from dagrun.model import FINAL_STATES, TaskError, TaskStatus
-    from dagrun.scheduler import error_text
+    from dagrun.results import error_text
     from dagrun.store.journal import read_journal
 
     info = state.open_run(run_id)

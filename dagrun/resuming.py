@@ -93,7 +93,7 @@ def resume_run(
         gc_pause.end()
         if not repaired.changed and repaired.previously == "succeeded" and all(
                 st.state.value == "completed" for st in repaired.statuses.values()):
-            from dagrun.scheduler import stored_result
+            from dagrun.results import stored_result
 
             result = stored_result(run_id, repaired.statuses)
             settle_letters(info, spec, repaired.statuses, repaired.unsettled_letters)

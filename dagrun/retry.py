@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from dagrun.spec import RetryPolicy
+from dagrun.spec.model import RetryPolicy  # the module, not the package: no import cycle
 
 
 def should_retry(policy: RetryPolicy, error_types: tuple[str, ...] | list[str],

@@ -41,33 +41,24 @@ import heapq
 import itertools
 import random
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from dagrun.events import EventBus, Note, RunFinished, RunStarted, TaskChanged, TaskHeld
 from dagrun.executor.base import Executor, clamp_wait
 from dagrun.graph import dependents_map
+from dagrun.kinds import events as events_kind
 from dagrun.kinds import fanout
 from dagrun.kinds import loop as loop_kind
 from dagrun.kinds import sensor as sensor_kind
 from dagrun.kinds import state as carried_state
 from dagrun.kinds.events import EventWaits
-from dagrun.kinds.events import remove as remove_inbox_files
 from dagrun.kinds.state import StateStore
-from dagrun.kinds.triggers import CONDITION_FALSE, ONE_FAILED, decide, skip_text
-from dagrun.model import (
-    FINAL_STATES,
-    Attempt,
-    AttemptResult,
-    RunResult,
-    RunStatus,
-    TaskError,
-    TaskResult,
-    TaskState,
-    TaskStatus,
-    task_span,
-)
+from dagrun.kinds.triggers import CONDITION_FALSE, ONE_FAILED, decide
+from dagrun.model import FINAL_STATES, Attempt, AttemptResult, RunResult, TaskState, TaskStatus
+from dagrun.results import run_result
 from dagrun.retry import retry_delay, should_retry
+from dagrun.scheduling import CancelToken, Gate, gate_due
 from dagrun.spec import PipelineSpec
 from dagrun.store.journal import Journal
 from dagrun.store.records import RUN_FORMAT
@@ -80,30 +71,6 @@ LISTENER_TICK = 0.25
 # States after which a task's dependents may be decided (cancelled is final
 # too, but only when the run stops).
 SETTLED = frozenset({TaskState.COMPLETED, TaskState.DEAD_LETTERED, TaskState.SKIPPED})
-
-
-class CancelToken:
-    """Set from a signal handler or the deadline; read by the loop."""
-
-    def __init__(self) -> None:
-        self.reason: str | None = None
-        self.force = False  # a second signal: skip the grace period
-
-    def request(self, reason: str) -> None:
-        if self.reason is None:
-            self.reason = reason
-        else:
-            self.force = True
-
-
-class Gate(Protocol):
-    """Holds tasks back without using an attempt (circuit breakers: breaker.py)."""
-
-    def admit(self, tid: str) -> bool: ...  # False: the gate now holds the task
-    def settle(self, result: AttemptResult) -> None: ...
-    def due(self) -> tuple[list[str], list[tuple[str, TaskError]]]: ...  # release, expire
-    def wait_time(self) -> float | None: ...
-    def holding(self) -> bool: ...
 
 
 class Scheduler:
@@ -291,9 +258,9 @@ class Scheduler:
                 self._push_ready(tid)
             self.fanout.due(now)
             if self.gate is not None:
-                self._gate_due(self.gate)
+                gate_due(self, self.gate)
             if self.waits is not None:
-                self._events_turn(self.waits)
+                events_kind.turn(self, self.waits)
             self._dispatch()
             if self.fanout.ended():
                 self._handle([])  # a map that ended without an attempt (e.g. an empty list)
@@ -446,85 +413,20 @@ class Scheduler:
         final.extend(self.fanout.take_settled())
         for tid in final:
             self._release(tid)
-        saved = self._take_carried()
+        saved = carried_state.take_carried(self)
         # Durable before anything acts on it: the ready heap is dispatched only
         # after this, and the skips it decided are in the same append.
         self._commit()
         if saved:
-            self._save_states(saved)
+            carried_state.save_states(self, saved)
         for tid in requeue:
             self._push_ready(tid)
 
     # ------------------------------------------------------------ kinds
 
-    def _events_turn(self, waits: EventWaits) -> None:
-        """Events emitted since the last turn (by tasks, into the inbox) are
-        journalled, then release the tasks waiting for them; waits past their
-        event_timeout fail (EventTimeout), retried per `retries`."""
-        take = getattr(self.executor, "take_emitted", None)
-        records, files = waits.collect(take() if take is not None else [])
-        for rec in records:
-            self._records.append({"v": RUN_FORMAT, **rec, "at": self.wall()})
-        expired = waits.expired()
-        dead = []
-        for tid, error, since in expired:
-            st, t = self.status[tid], self.spec.tasks[tid]
-            number = max(st.attempts + 1, len(st.history) + 1, st.ordinal + 1)
-            entry = {"attempt": number, "started": since, "ended": self.wall(),
-                     "error": error.to_dict()}
-            st.history.append(entry)
-            if should_retry(t.retry, error.all_types, st.attempts + 1):
-                delay = retry_delay(t.retry, st.attempts + 1, self.rng)
-                self._transition(tid, TaskState.RETRYING, attempt=entry, error=error,
-                                 attempts=st.attempts + 1, ordinal=number,
-                                 retry_at=self.wall() + delay)
-                heapq.heappush(self.timers, (self.clock() + delay, next(self._seq), tid))
-            else:
-                self._transition(tid, TaskState.DEAD_LETTERED, attempt=entry, error=error,
-                                 attempts=st.attempts + 1, ordinal=number)
-                dead.append(tid)
-        for tid in dead:
-            self._release(tid)
-        if records or expired:
-            self._commit()
-            for rec in records:
-                self.bus.note(f"event {rec['name']} emitted ({rec['source']})")
-        remove_inbox_files(files)  # only once their records are on disk
-        for tid in waits.released():
-            self._push_ready(tid)
-
-    def _take_carried(self) -> list[tuple[str, dict[str, Any], float]]:
-        if not self._carried:
-            return []
-        at = {r["task"]: r["at"] for r in self._records if r.get("state") == "completed"}
-        out = [(tid, state, at.get(tid, self.wall())) for tid, state in self._carried.items()]
-        self._carried.clear()
-        return out
-
-    def _save_states(self, saved: list[tuple[str, dict[str, Any], float]]) -> None:
-        """After the completed records (which carry the states) are on disk."""
-        assert self.states is not None
-        for tid, state, at in saved:
-            self.states.save(self.spec.name, tid, state, at=at, run=self.run_id)
-
     def _timer(self, tid: str, delay: float) -> None:
         """The task (now `retrying`) rejoins the ready heap in `delay` seconds."""
         heapq.heappush(self.timers, (self.clock() + delay, next(self._seq), tid))
-
-    def _gate_due(self, gate: Gate) -> None:
-        """Tasks the gate lets go rejoin the ready heap; those it held too long
-        are dead-lettered without an attempt (e.g. "circuit NAME open")."""
-        release, expired = gate.due()
-        for tid in release:
-            if self.status[tid].state == TaskState.PENDING:
-                self._push_ready(tid)
-        if not expired:
-            return
-        for tid, error in expired:
-            self._transition(tid, TaskState.DEAD_LETTERED, error=error)
-        for tid, _ in expired:
-            self._release(tid)
-        self._commit()
 
     def _stop_everything(self) -> None:
         self.bus.note(f"stopping ({self.cancel.reason}): cancelling running tasks")
@@ -570,56 +472,4 @@ class Scheduler:
         return rec
 
     def result(self) -> RunResult:
-        tasks = {}
-        any_failed = False
-        for tid, st in self.status.items():
-            state = st.state
-            if state == TaskState.DEAD_LETTERED or (
-                    state == TaskState.SKIPPED and not st.benign):
-                any_failed = True
-            started, ended = task_span(
-                state, st.history, [self._dispatched[tid]] if tid in self._dispatched else [],
-                [self._cut[tid]] if tid in self._cut else [])
-            tasks[tid] = task_result(st, started, ended)
-        if self.cancel.reason:
-            status = RunStatus.CANCELLED
-        elif any_failed:
-            status = RunStatus.FAILED
-        else:
-            status = RunStatus.SUCCEEDED
-        return RunResult(self.run_id, status.value, tasks)
-
-
-def stored_result(run_id: str, statuses: Mapping[str, TaskStatus]) -> RunResult:
-    """The result of a finished run as its records left it (resume of a
-    succeeded run)."""
-    tasks = {tid: task_result(st, *task_span(st.state, st.history, [], []))
-             for tid, st in statuses.items()}
-    return RunResult(run_id, RunStatus.SUCCEEDED.value, tasks)
-
-
-def task_result(st: TaskStatus, started: float | None = None,
-                ended: float | None = None) -> TaskResult:
-    state = st.state
-    return TaskResult(state=state.value, attempts=st.attempts,
-                      output=st.output if state == TaskState.COMPLETED else None,
-                      error=error_text(st),
-                      reason=st.reason if state == TaskState.SKIPPED else None,
-                      extra=kind_extras(st), elements=fanout.summary(st),
-                      started_at=started, ended_at=ended)
-
-
-def kind_extras(st: TaskStatus) -> dict[str, Any] | None:
-    return {**sensor_kind.extras(st), **loop_kind.extras(st)} or None
-
-
-def error_text(st: TaskStatus) -> str | None:
-    if st.state == TaskState.COMPLETED:
-        return None
-    if st.state == TaskState.SKIPPED:
-        return skip_text(st.reason, st.benign)
-    if st.state == TaskState.CANCELLED:
-        return st.reason or "cancelled"
-    if st.error is not None:
-        return TaskError.summary(st.error)
-    return None
+        return run_result(self)

@@ -29,10 +29,15 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagrun.errors import SpecError, UsageError
-from dagrun.model import TaskError
+from dagrun.model import TaskError, TaskState
+from dagrun.retry import retry_delay, should_retry
+from dagrun.store.records import RUN_FORMAT
+
+if TYPE_CHECKING:
+    from dagrun.scheduler import Scheduler
 
 EVENT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")
 INBOX = "inbox"
@@ -167,6 +172,43 @@ class EventWaits:
         if self.inbox is not None:
             waits.append(max(self._next_scan - now, 0.0))
         return min(waits) if waits else None
+
+
+def turn(sched: Scheduler, waits: EventWaits) -> None:
+    """Events emitted since the last turn (by tasks, into the inbox) are
+    journalled, then release the tasks waiting for them; waits past their
+    event_timeout fail (EventTimeout), retried per `retries`."""
+    take = getattr(sched.executor, "take_emitted", None)
+    records, files = waits.collect(take() if take is not None else [])
+    for rec in records:
+        sched._records.append({"v": RUN_FORMAT, **rec, "at": sched.wall()})
+    expired = waits.expired()
+    dead = []
+    for tid, error, since in expired:
+        st, t = sched.status[tid], sched.spec.tasks[tid]
+        number = max(st.attempts + 1, len(st.history) + 1, st.ordinal + 1)
+        entry = {"attempt": number, "started": since, "ended": sched.wall(),
+                 "error": error.to_dict()}
+        st.history.append(entry)
+        if should_retry(t.retry, error.all_types, st.attempts + 1):
+            delay = retry_delay(t.retry, st.attempts + 1, sched.rng)
+            sched._transition(tid, TaskState.RETRYING, attempt=entry, error=error,
+                              attempts=st.attempts + 1, ordinal=number,
+                              retry_at=sched.wall() + delay)
+            sched._timer(tid, delay)
+        else:
+            sched._transition(tid, TaskState.DEAD_LETTERED, attempt=entry, error=error,
+                              attempts=st.attempts + 1, ordinal=number)
+            dead.append(tid)
+    for tid in dead:
+        sched._release(tid)
+    if records or expired:
+        sched._commit()
+        for rec in records:
+            sched.bus.note(f"event {rec['name']} emitted ({rec['source']})")
+    remove(files)  # only once their records are on disk
+    for tid in waits.released():
+        sched._push_ready(tid)
 
 
 def scan_inbox(inbox: Path) -> Iterator[tuple[Path, dict[str, Any] | None]]:

@@ -19,11 +19,14 @@ import functools
 import inspect
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from dagrun.errors import UsageError
+
+if TYPE_CHECKING:
+    from dagrun.scheduler import Scheduler
 
 FORMAT = 1
 PARAM = "state"
@@ -120,6 +123,22 @@ class StateStore:
             except FileNotFoundError:
                 pass
         return gone
+
+
+def take_carried(sched: Scheduler) -> list[tuple[str, dict[str, Any], float]]:
+    if not sched._carried:
+        return []
+    at = {r["task"]: r["at"] for r in sched._records if r.get("state") == "completed"}
+    out = [(tid, state, at.get(tid, sched.wall())) for tid, state in sched._carried.items()]
+    sched._carried.clear()
+    return out
+
+
+def save_states(sched: Scheduler, saved: list[tuple[str, dict[str, Any], float]]) -> None:
+    """After the completed records (which carry the states) are on disk."""
+    assert sched.states is not None
+    for tid, state, at in saved:
+        sched.states.save(sched.spec.name, tid, state, at=at, run=sched.run_id)
 
 
 def repair(store: StateStore, pipeline: str, run_id: str,

@@ -1,0 +1,81 @@
+"""What a run's tasks look like to the caller: TaskResult / RunResult built
+from task statuses (the scheduler's at the end of a run, a journal's on the
+resume of a succeeded run, `dagrun status`'s error column)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from dagrun.kinds import fanout
+from dagrun.kinds import loop as loop_kind
+from dagrun.kinds import sensor as sensor_kind
+from dagrun.kinds.triggers import skip_text
+from dagrun.model import (
+    RunResult,
+    RunStatus,
+    TaskError,
+    TaskResult,
+    TaskState,
+    TaskStatus,
+    task_span,
+)
+
+if TYPE_CHECKING:
+    from dagrun.scheduler import Scheduler
+
+
+def run_result(sched: Scheduler) -> RunResult:
+    tasks = {}
+    any_failed = False
+    for tid, st in sched.status.items():
+        state = st.state
+        if state == TaskState.DEAD_LETTERED or (
+                state == TaskState.SKIPPED and not st.benign):
+            any_failed = True
+        started, ended = task_span(
+            state, st.history, [sched._dispatched[tid]] if tid in sched._dispatched else [],
+            [sched._cut[tid]] if tid in sched._cut else [])
+        tasks[tid] = task_result(st, started, ended)
+    if sched.cancel.reason:
+        status = RunStatus.CANCELLED
+    elif any_failed:
+        status = RunStatus.FAILED
+    else:
+        status = RunStatus.SUCCEEDED
+    return RunResult(sched.run_id, status.value, tasks)
+
+
+def stored_result(run_id: str, statuses: Mapping[str, TaskStatus]) -> RunResult:
+    """The result of a finished run as its records left it (resume of a
+    succeeded run)."""
+    tasks = {tid: task_result(st, *task_span(st.state, st.history, [], []))
+             for tid, st in statuses.items()}
+    return RunResult(run_id, RunStatus.SUCCEEDED.value, tasks)
+
+
+def task_result(st: TaskStatus, started: float | None = None,
+                ended: float | None = None) -> TaskResult:
+    state = st.state
+    return TaskResult(state=state.value, attempts=st.attempts,
+                      output=st.output if state == TaskState.COMPLETED else None,
+                      error=error_text(st),
+                      reason=st.reason if state == TaskState.SKIPPED else None,
+                      extra=kind_extras(st), elements=fanout.summary(st),
+                      started_at=started, ended_at=ended)
+
+
+def kind_extras(st: TaskStatus) -> dict[str, Any] | None:
+    return {**sensor_kind.extras(st), **loop_kind.extras(st)} or None
+
+
+def error_text(st: TaskStatus) -> str | None:
+    if st.state == TaskState.COMPLETED:
+        return None
+    if st.state == TaskState.SKIPPED:
+        return skip_text(st.reason, st.benign)
+    if st.state == TaskState.CANCELLED:
+        return st.reason or "cancelled"
+    if st.error is not None:
+        return TaskError.summary(st.error)
+    return None

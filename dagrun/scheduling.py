@@ -1,0 +1,51 @@
+"""What the scheduler's loop is told from outside: a cancel request (signal
+handler, deadline) and a gate that holds tasks back (circuit breakers)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from dagrun.model import AttemptResult, TaskError, TaskState
+
+if TYPE_CHECKING:
+    from dagrun.scheduler import Scheduler
+
+
+class CancelToken:
+    """Set from a signal handler or the deadline; read by the loop."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.force = False  # a second signal: skip the grace period
+
+    def request(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        else:
+            self.force = True
+
+
+class Gate(Protocol):
+    """Holds tasks back without using an attempt (circuit breakers: breaker.py)."""
+
+    def admit(self, tid: str) -> bool: ...  # False: the gate now holds the task
+    def settle(self, result: AttemptResult) -> None: ...
+    def due(self) -> tuple[list[str], list[tuple[str, TaskError]]]: ...  # release, expire
+    def wait_time(self) -> float | None: ...
+    def holding(self) -> bool: ...
+
+
+def gate_due(sched: Scheduler, gate: Gate) -> None:
+    """Tasks the gate lets go rejoin the ready heap; those it held too long
+    are dead-lettered without an attempt (e.g. "circuit NAME open")."""
+    release, expired = gate.due()
+    for tid in release:
+        if sched.status[tid].state == TaskState.PENDING:
+            sched._push_ready(tid)
+    if not expired:
+        return
+    for tid, error in expired:
+        sched._transition(tid, TaskState.DEAD_LETTERED, error=error)
+    for tid, _ in expired:
+        sched._release(tid)
+    sched._commit()
