@@ -217,3 +217,23 @@ def test_sigterm_at_any_moment_names_an_existing_run(tmp_path, write):
         else:
             assert result is not None and result["status"] == "succeeded", (i, out)
             assert result["run_id"] == rid
+
+
+def test_a_stop_signal_wrapped_by_python_is_still_a_stop():
+    """Python 3.11 wraps an exception raised in a class body's __set_name__ (a
+    dataclass being defined while a module is lazily imported) in RuntimeError;
+    a SIGTERM landing there must exit 130, not be reported as dagrun's bug."""
+    from dagrun.cli import _stopped_by_signal
+    from dagrun.cli.signals import Terminated
+
+    class Raises:
+        def __set_name__(self, owner, name):
+            raise Terminated()
+
+    try:
+        type("Defined", (), {"field": Raises()})
+    except Exception as exc:  # noqa: BLE001 - whatever Python wraps it in
+        assert _stopped_by_signal(exc)
+    else:
+        raise AssertionError("__set_name__ did not raise")
+    assert not _stopped_by_signal(RuntimeError("a real bug"))

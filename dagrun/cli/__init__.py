@@ -55,6 +55,20 @@ cli.add_command(report.report)
 cli.add_command(logs.logs)
 
 
+def _stopped_by_signal(exc: BaseException) -> bool:
+    """A stop signal raised inside code that wraps exceptions (Python 3.11 wraps
+    any exception from a class body's __set_name__ in a RuntimeError, e.g. while
+    a lazily imported module defines a dataclass) is still a stop, not a bug."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, (KeyboardInterrupt, Terminated)):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def internal_error(exc: Exception) -> int:
     """One line naming where the traceback went: RUN/dagrun.log when the command
     has a run, else stderr itself. Exit 1, as Python's own uncaught exception."""
@@ -102,7 +116,10 @@ def main(argv: list[str] | None = None) -> None:
         say(f"dagrun: error: {exc}")
         code = exc.exit_code
     except Exception as exc:  # a bug in dagrun: one line here, the traceback in the run log
-        code = internal_error(exc)
+        if _stopped_by_signal(exc):
+            code = interrupted(args)
+        else:
+            code = internal_error(exc)
     if code is None:
         code = 0
     if not isinstance(code, int):
