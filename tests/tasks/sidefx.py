@@ -67,3 +67,50 @@ def padded(log, name, size=1000, **inputs):
     """A large output: fills the journal fast (full-disk tests)."""
     _log(log, name)
     return name * size
+
+
+def items(log, name, n):
+    _log(log, name)
+    return list(range(n))
+
+
+def elem(log, name, x, sleep=0.02):
+    """One element of a map: logged as NAME[x]."""
+    _log(log, f"{name}[{x}]")
+    time.sleep(sleep)
+    return x * 10
+
+
+def total(log, name, xs):
+    _log(log, name)
+    return sum(xs)
+
+
+def never(**_):
+    return False
+
+
+def count(log, name, iteration):
+    _log(log, f"{name}#{iteration}")
+    time.sleep(0.02)
+    return iteration
+
+
+def at_least_2(output):
+    return output >= 2
+
+
+def emitter(log, name):
+    import dagrun
+
+    _log(log, name)
+    dagrun.emit("go")
+    time.sleep(0.02)
+    return 1
+
+
+def counted(log, name, state):
+    """State across runs: how many times this task has completed in any run."""
+    _log(log, name)
+    state["n"] = state.get("n", 0) + 1
+    return state["n"]
