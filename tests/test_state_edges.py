@@ -10,25 +10,7 @@ from pathlib import Path
 
 from proc import start, wait_for
 from tasks.sidefx import runs_of
-
-CHAIN = """
-[pipeline]
-name = "chain"
-workers = 2
-[tasks.a]
-call = "sidefx:step"
-kwargs = {{ log = "{log}", name = "a", k = 1 }}
-[tasks.b]
-call = "sidefx:step"
-deps = ["a"]
-inputs = {{ x = "a" }}
-kwargs = {{ log = "{log}", name = "b", k = 10, sleep = {sleep} }}
-[tasks.c]
-call = "sidefx:step"
-deps = ["b"]
-inputs = {{ x = "b" }}
-kwargs = {{ log = "{log}", name = "c", k = 100 }}
-"""
+from test_resume import CHAIN
 
 
 def state() -> Path:
