@@ -40,6 +40,9 @@ def run(
     reporter: Reporter | None = None,
     params: Mapping[str, Any] | None = None,
     metrics_file: str | os.PathLike[str] | None = None,
+    only: Iterable[str] = (),
+    from_: Iterable[str] = (),
+    until: Iterable[str] = (),
 ) -> RunResult:
     """Validate `spec`, create a new run under `state_dir` and execute it.
 
@@ -52,8 +55,15 @@ def run(
     (None: as long as it takes), then raises RunLocked. Without it, runs of
     one pipeline may overlap. `metrics_file`: keep a Prometheus text file there
     (listeners/metrics.py).
+
+    `only`, `from_`, `until` (task ids): a partial run (selection.py) — those
+    tasks, the tasks downstream of `from_` (forced), the tasks `until` needs
+    (both: what lies between); the outputs of their upstreams outside the run
+    are taken from the newest earlier run of the pipeline in which each
+    completed. Tasks outside are not part of the run.
     """
     from dagrun.errors import PipelineBusy, RunLocked
+    from dagrun.selection import Selection
     from dagrun.store.runs import PipelineLock, StateDir, check_run_id, new_run_id
 
     pipeline = validate(spec)
@@ -65,6 +75,7 @@ def run(
     mode = resolve_durability(durability, pipeline)
     rid = check_run_id(run_id) if run_id is not None else new_run_id()
     pipeline, param_settings = _bind_params(pipeline, params, rid)
+    selection = Selection(*(tuple(dict.fromkeys(ids)) for ids in (only, from_, until)))
     settings = {"workers": workers or pipeline.workers or os.cpu_count() or 1,
                 "durability": mode,
                 "deadline": deadline if deadline is not None else pipeline.deadline,
@@ -82,6 +93,8 @@ def run(
             waited = f" after waiting {wait_timeout:g}s" if if_running == "wait" else ""
             raise RunLocked(f"pipeline {pipeline.name!r} has a live run{who}{waited} "
                             "(--if-running " + if_running + ")")
+        if selection:
+            pipeline = _select(pipeline, selection, state, settings, reporter)
         info = state.create_run(rid, pipeline, settings)
         from dagrun.driver import drive
 
@@ -89,6 +102,25 @@ def run(
                      metrics_file=metrics_file)
     finally:
         plock.release()
+
+
+def _select(pipeline: Any, selection: Any, state: Any, settings: dict[str, Any],
+            reporter: Reporter | None) -> Any:
+    """The partial run's spec (selection.py); its record goes into `settings`."""
+    from dagrun.selection import select, taken_outputs
+
+    chosen = select(pipeline, selection,
+                    lambda wanted: taken_outputs(state, pipeline.name, wanted))
+    settings["selection"] = chosen.record(selection)
+    if reporter is not None:
+        for line in chosen.notes:
+            reporter.message(line)
+        sources = sorted({t.run_id for t in chosen.taken.values()})
+        took = f"; taking {', '.join(sorted(chosen.taken))} from run {', '.join(sources)}" \
+            if chosen.taken else ""
+        reporter.message(f"partial run ({selection.describe()}): {len(chosen.spec.tasks)} of "
+                         f"{len(pipeline.tasks)} tasks{took}")
+    return chosen.spec
 
 
 def _bind_params(pipeline: Any, params: Mapping[str, Any] | None,

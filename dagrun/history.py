@@ -106,6 +106,7 @@ class RunView:
     counts: dict[str, int]
     tasks: dict[str, TaskResult] = field(default_factory=dict)
     path: Path | None = None
+    selection: dict[str, Any] | None = None  # a partial run's (selection.shown)
 
     @property
     def duration_s(self) -> float | None:
@@ -116,13 +117,15 @@ class RunView:
     def summary(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "pipeline": self.pipeline, "status": self.status,
                 "started_at": self.started_at, "ended_at": self.ended_at,
-                "duration_s": self.duration_s, "counts": self.counts}
+                "duration_s": self.duration_s, "counts": self.counts,
+                "partial": self.selection is not None}
 
     def to_dict(self) -> dict[str, Any]:
         """The shape of run --json, plus the run's own fields."""
         return {"run_id": self.run_id, "status": self.status, "pipeline": self.pipeline,
                 "started_at": self.started_at, "ended_at": self.ended_at,
                 "duration_s": self.duration_s, "counts": self.counts,
+                "selection": self.selection,
                 "tasks": {tid: t.to_dict() for tid, t in self.tasks.items()}}
 
 
@@ -176,8 +179,13 @@ def read_run(state: Any, run_id: str) -> RunView:
                                 started_at=started, ended_at=ended)
     ended_at = ending.get("at") if status not in (RUNNING, CRASHED) else None
     counts = dict(Counter(t.state for t in tasks.values()))
+    from dagrun.selection import shown
+
+    settings = info.meta.get("settings")
+    selection = shown(settings.get("selection")) if isinstance(settings, dict) else None
     return RunView(run_id, info.meta.get("pipeline", info.spec.name), status,
-                   float(info.meta.get("created", 0.0)), ended_at, counts, tasks, info.path)
+                   float(info.meta.get("created", 0.0)), ended_at, counts, tasks, info.path,
+                   selection)
 
 
 def _num(value: Any) -> TypeGuard[float]:

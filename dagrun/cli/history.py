@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -62,7 +63,8 @@ def runs(state_dir: str, json_mode: bool, limit: int | None, pipeline: str | Non
         if v.status == "running":
             duration = time.time() - v.started_at
         counts = ", ".join(f"{n} {state}" for state, n in sorted(v.counts.items()))
-        rows.append((v.run_id, v.pipeline, v.status, when(v.started_at), took(duration), counts))
+        pipeline = v.pipeline + (" (partial)" if v.selection is not None else "")
+        rows.append((v.run_id, pipeline, v.status, when(v.started_at), took(duration), counts))
     table(("RUN", "PIPELINE", "STATUS", "STARTED", "DURATION", "TASKS"), rows)
     return 0
 
@@ -83,6 +85,8 @@ def status(run_id: str, state_dir: str, json_mode: bool) -> int:
         return 0
     click.echo(f"run {view.run_id} (pipeline {view.pipeline}): {view.status}, started "
                f"{when(view.started_at)}, took {took(view.duration_s)}")
+    if view.selection is not None:
+        click.echo(f"partial run: {_asked(view.selection)}")
     rows = []
     for tid, t in sorted(view.tasks.items(),
                          key=lambda kv: (kv[1].started_at is None, kv[1].started_at or 0)):
@@ -94,3 +98,12 @@ def status(run_id: str, state_dir: str, json_mode: bool) -> int:
         click.echo(f"its process died: continue it with `dagrun resume {view.run_id}`",
                    err=True)
     return 0
+
+
+def _asked(selection: dict[str, Any]) -> str:
+    flags = " ".join(f"--{flag} {tid}" for flag in ("only", "from", "until")
+                     for tid in selection.get(flag) or ())
+    taken = selection.get("taken_from") or {}
+    took = "; took " + ", ".join(f"{tid} from run {rid}" for tid, rid in
+                                 sorted(taken.items())) if taken else ""
+    return flags + took

@@ -39,10 +39,17 @@ from dagrun.cli.progress import progress
               "long (e.g. 30m). Default: wait as long as it takes.")
 @param_option
 @metrics_file_option
+@click.option("--only", multiple=True, metavar="TASK", help="Run only this task (repeatable), "
+              "taking its upstreams' outputs from the newest earlier run where each completed.")
+@click.option("--from", "from_", multiple=True, metavar="TASK", help="Run this task and "
+              "everything downstream of it (repeatable).")
+@click.option("--until", multiple=True, metavar="TASK", help="Run this task and what it needs "
+              "(repeatable); with --from: only the tasks between them.")
 def run(spec: str, state_dir: str, json_mode: bool, quiet: bool, run_id: str | None,
         workers: int | None, durability: str | None, deadline: str | None,
         if_running: str | None, wait_timeout: str | None, params: tuple[str, ...],
-        metrics_file: str | None) -> int:
+        metrics_file: str | None, only: tuple[str, ...], from_: tuple[str, ...],
+        until: tuple[str, ...]) -> int:
     """Validate SPEC, then execute a new run of it."""
     from dagrun import api
     from dagrun.errors import PipelineBusy
@@ -56,7 +63,7 @@ def run(spec: str, state_dir: str, json_mode: bool, quiet: bool, run_id: str | N
                          durability=durability, deadline=deadline_seconds(deadline),
                          if_running=if_running, params=parsed_params(params),
                          wait_timeout=duration(wait_timeout, "--wait-timeout"),
-                         metrics_file=metrics_file,
+                         metrics_file=metrics_file, only=only, from_=from_, until=until,
                          reporter=progress.reporter_for(run_id, state_dir, json_mode, quiet))
     except PipelineBusy as exc:
         progress.decided = True
