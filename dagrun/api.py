@@ -115,9 +115,11 @@ def _select(pipeline: Any, selection: Any, state: Any, settings: dict[str, Any],
     if reporter is not None:
         for line in chosen.notes:
             reporter.message(line)
-        sources = sorted({t.run_id for t in chosen.taken.values()})
-        took = f"; taking {', '.join(sorted(chosen.taken))} from run {', '.join(sources)}" \
-            if chosen.taken else ""
+        by_run: dict[str, list[str]] = {}
+        for tid, taken in sorted(chosen.taken.items()):
+            by_run.setdefault(taken.run_id, []).append(tid)
+        took = "".join(f"; taking {', '.join(tids)} from run {rid}"
+                       for rid, tids in by_run.items())
         reporter.message(f"partial run ({selection.describe()}): {len(chosen.spec.tasks)} of "
                          f"{len(pipeline.tasks)} tasks{took}")
     return chosen.spec

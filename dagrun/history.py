@@ -173,7 +173,8 @@ def read_run(state: Any, run_id: str) -> RunView:
             continue
         st = TaskStatus(state=state_,
                         error=TaskError.from_dict(rec.get("error")) if rec else None,
-                        reason=rec.get("reason") if rec else None)
+                        reason=rec.get("reason") if rec else None,
+                        benign=bool(rec.get("benign")) if rec else False)
         tasks[tid] = TaskResult(name, rec["attempts"] if rec else 0, None, error_text(st),
                                 reason=st.reason if name == "skipped" else None,
                                 started_at=started, ended_at=ended)
@@ -222,6 +223,10 @@ def _fold(records: list[dict[str, Any]], digests: list[str], info: Any,
                 ending = rec
             continue
         last_is_final = False
+        if "el" in rec:  # a map's element rows (kinds/fanout.py) move its chain on
+            if rec.get("prev") == heads.get(tid):
+                heads[tid] = digest
+            continue
         state = rec.get("state")
         attempts = rec.get("attempts")
         if (tid not in task_ids or rec.get("prev") != heads.get(tid) or state not in _STATES

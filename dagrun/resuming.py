@@ -77,6 +77,10 @@ def resume_run(
         if spec_path is not None:
             new, param_settings = for_resume(validate(spec_path), info.meta["settings"],
                                              params, os.environ, run_id, fresh=True)
+            if info.meta["settings"].get("selection"):  # a partial run stays partial
+                from dagrun.selection import reselect
+
+                new = reselect(new, info.meta["settings"]["selection"])
             _check_same_pipeline(run_id, spec, new, allow_removed)
             changed = {tid for tid, t in new.tasks.items()
                        if tid not in spec.tasks or spec.tasks[tid].definition() != t.definition()}
