@@ -204,6 +204,8 @@ def test_the_patterns_example_runs_part_of_itself(cli, tmp_path, monkeypatch):
     status = cli("status", full.json["run_id"], "--json")
     assert status.json["tasks"]["parse"]["state"] == "completed"
     assert status.json["tasks"]["parse"]["output"] == before["parse"]["output"]
+    assert status.json["tasks"]["quarantine"]["error"] == before["quarantine"]["error"] == (
+        "skipped: condition false")  # a condition's skip, not a failure's
 
     only = cli("run", spec, "--only", "aggregate", "--only", "quarantine", "--json")
     assert only.code == 0, only.stderr
