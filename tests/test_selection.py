@@ -247,3 +247,35 @@ def test_the_etl_example_reruns_from_a_task(cli, tmp_path):
         t: full.json["tasks"][t]["output"] for t in ("stats", "anomalies", "report")}
     until = cli("run", spec, "--until", "clean", "--json")
     assert set(until.json["tasks"]) == {"extract", "clean"}
+
+
+def test_a_taken_output_is_never_substituted_when_a_resume_binds_secrets_again(
+        cli, write, tmp_path, monkeypatch):
+    out, gate = tmp_path / "out", tmp_path / "gate"
+    monkeypatch.setenv("DAGRUN_PARAM_token", "s3cret")
+    spec = write("s.toml", f"""
+        [pipeline]
+        name = "s"
+        secret_params = ["token"]
+        [tasks.a]
+        call = "params_tasks:reference_text"
+        [tasks.b]
+        call = "params_tasks:use_secret"
+        deps = ["a"]
+        inputs = {{ day = "a" }}
+        kwargs = {{ token = "${{params.token}}", out = "{out}", gate = "{gate}" }}
+    """)
+    gate.touch()
+    assert cli("run", str(spec), "--json").code == 0
+    assert out.read_text() == "s3cret ${params.token}"
+    gate.unlink()
+    Path(str(gate) + ".started").unlink()
+    proc = start("run", str(spec), "--only", "b", "--run-id", "part")
+    wait_for(lambda: Path(str(gate) + ".started").exists())
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    out.unlink()
+    gate.touch()
+    r = cli("resume", "part", "--json")  # b's kwargs are bound again from its template
+    assert r.code == 0, r.stderr
+    assert out.read_text() == "s3cret ${params.token}"

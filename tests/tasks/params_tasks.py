@@ -35,3 +35,8 @@ def seed():
 
 def inc(x):
     return x + 1
+
+
+def reference_text():
+    """An output that looks like a param reference (it must never be substituted)."""
+    return "${params.token}"
