@@ -81,10 +81,7 @@ def select(spec: PipelineSpec, selection: Selection, find: Finder) -> Selected:
     """The run `selection` asks for, its outside upstreams' outputs found by
     `find` (ids -> those it found). UsageError for an unknown task id or a
     selection with no task in it."""
-    for flag, ids in (("only", selection.only), ("from", selection.from_),
-                      ("until", selection.until)):
-        for tid in ids:
-            _check_known(f"--{flag}", tid, spec)
+    check(spec, selection)
     tasks = spec.tasks
     dependents = dependents_map(tasks)
     ranged: set[str] | None = None
@@ -145,11 +142,16 @@ def ancestors(tasks: Mapping[str, TaskSpec], roots: Iterable[str]) -> set[str]:
     return seen
 
 
-def _check_known(flag: str, tid: str, spec: PipelineSpec) -> None:
-    if tid not in spec.tasks:
-        close = difflib.get_close_matches(tid, list(spec.tasks), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UsageError(f"{flag} {tid}: pipeline {spec.name!r} has no task {tid!r}{hint}")
+def check(spec: PipelineSpec, selection: Selection) -> None:
+    """UsageError naming the first task id of `selection` that `spec` lacks."""
+    for flag, ids in (("only", selection.only), ("from", selection.from_),
+                      ("until", selection.until)):
+        for tid in ids:
+            if tid not in spec.tasks:
+                close = difflib.get_close_matches(tid, list(spec.tasks), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise UsageError(f"--{flag} {tid}: pipeline {spec.name!r} has no task "
+                                 f"{tid!r}{hint}")
 
 
 def _outside_upstreams(tasks: Mapping[str, TaskSpec],
