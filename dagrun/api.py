@@ -40,9 +40,9 @@ def run(
     reporter: Reporter | None = None,
     params: Mapping[str, Any] | None = None,
     metrics_file: str | os.PathLike[str] | None = None,
-    only: Iterable[str] = (),
-    from_: Iterable[str] = (),
-    until: Iterable[str] = (),
+    only: str | Iterable[str] = (),
+    from_: str | Iterable[str] = (),
+    until: str | Iterable[str] = (),
 ) -> RunResult:
     """Validate `spec`, create a new run under `state_dir` and execute it.
 
@@ -76,7 +76,8 @@ def run(
     mode = resolve_durability(durability, pipeline)
     rid = check_run_id(run_id) if run_id is not None else new_run_id()
     pipeline, param_settings = _bind_params(pipeline, params, rid)
-    selection = Selection(*(tuple(dict.fromkeys(ids)) for ids in (only, from_, until)))
+    selection = Selection(*(tuple(dict.fromkeys([ids] if isinstance(ids, str) else ids))
+                            for ids in (only, from_, until)))  # only="report": one task
     check_selection(pipeline, selection)  # a typo fails before any lock is waited for
     settings = {"workers": workers or pipeline.workers or os.cpu_count() or 1,
                 "durability": mode,

@@ -187,6 +187,8 @@ def test_python_api_takes_the_selection(diamond, tmp_path):
     api.run(str(spec), state_dir=state)
     result = api.run(str(spec), state_dir=state, only=["d"], until=["c"])
     assert {t: r.output for t, r in result.tasks.items()} == {"a": 1, "c": 101, "d": 1112}
+    result = api.run(str(spec), state_dir=state, only="b")  # one id, not its letters
+    assert list(result.tasks) == ["b"]
 
 
 ROOT = Path(__file__).resolve().parent.parent
