@@ -106,7 +106,7 @@ class RunView:
     counts: dict[str, int]
     tasks: dict[str, TaskResult] = field(default_factory=dict)
     path: Path | None = None
-    selection: dict[str, Any] | None = None  # a partial run's (selection.shown)
+    selection: dict[str, Any] | None = None  # a partial run's (_selection)
 
     @property
     def duration_s(self) -> float | None:
@@ -180,13 +180,23 @@ def read_run(state: Any, run_id: str) -> RunView:
                                 started_at=started, ended_at=ended)
     ended_at = ending.get("at") if status not in (RUNNING, CRASHED) else None
     counts = dict(Counter(t.state for t in tasks.values()))
-    from dagrun.selection import shown
-
     settings = info.meta.get("settings")
-    selection = shown(settings.get("selection")) if isinstance(settings, dict) else None
+    selection = _selection(settings.get("selection")) if isinstance(settings, dict) else None
     return RunView(run_id, info.meta.get("pipeline", info.spec.name), status,
                    float(info.meta.get("created", 0.0)), ended_at, counts, tasks, info.path,
                    selection)
+
+
+def _selection(record: Any) -> dict[str, Any] | None:
+    """A partial run's selection (selection.Selected.record) as `status --json`
+    shows it: what was asked, its tasks, where outside outputs came from."""
+    if not isinstance(record, dict):
+        return None
+    taken = record.get("taken")
+    return {"only": record.get("only", []), "from": record.get("from", []),
+            "until": record.get("until", []), "tasks": record.get("tasks", []),
+            "taken_from": {tid: v.get("run_id") for tid, v in taken.items()
+                           if isinstance(v, dict)} if isinstance(taken, dict) else {}}
 
 
 def _num(value: Any) -> TypeGuard[float]:

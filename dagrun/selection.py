@@ -233,13 +233,3 @@ def taken_outputs(state: Any, pipeline: str, wanted: set[str]) -> dict[str, Take
             break
     return found
 
-
-def shown(record: Any) -> dict[str, Any] | None:
-    """A run's selection as `status --json` shows it (the outputs left out)."""
-    if not isinstance(record, dict):
-        return None
-    taken = record.get("taken")
-    return {"only": record.get("only", []), "from": record.get("from", []),
-            "until": record.get("until", []), "tasks": record.get("tasks", []),
-            "taken_from": {tid: v.get("run_id") for tid, v in taken.items()
-                           if isinstance(v, dict)} if isinstance(taken, dict) else {}}
