@@ -281,3 +281,47 @@ def test_a_taken_output_is_never_substituted_when_a_resume_binds_secrets_again(
     r = cli("resume", "part", "--json")  # b's kwargs are bound again from its template
     assert r.code == 0, r.stderr
     assert out.read_text() == "s3cret ${params.token}"
+
+
+def test_events_and_trigger_rules_work_inside_a_selection(cli, write, tmp_path):
+    log, flag = tmp_path / "log", tmp_path / "flag"
+    flag.touch()
+    spec = write("t.toml", f"""
+        [pipeline]
+        name = "t"
+        workers = 2
+        [tasks.a]
+        call = "sidefx:step"
+        kwargs = {{ log = "{log}", name = "a" }}
+        [tasks.bad]
+        call = "sidefx:fail_if"
+        kwargs = {{ log = "{log}", name = "bad", flag = "{flag}" }}
+        [tasks.alert]
+        call = "sidefx:step"
+        deps = ["a", "bad"]
+        kwargs = {{ log = "{log}", name = "alert" }}
+        trigger = "one_failed"
+        [tasks.emit]
+        call = "sidefx:emitter"
+        deps = ["a"]
+        kwargs = {{ log = "{log}", name = "emit" }}
+        [tasks.waiter]
+        call = "sidefx:step"
+        deps = ["a"]
+        inputs = {{ x = "a" }}
+        kwargs = {{ log = "{log}", name = "waiter" }}
+        wait_for = ["go"]
+        event_timeout = "60s"
+    """)
+    full = cli("run", str(spec), "--json")
+    assert full.code == 1 and full.json["tasks"]["alert"]["state"] == "completed"
+    flag.unlink()
+    r = cli("run", str(spec), "--from", "bad", "--only", "emit", "--only", "waiter", "--json")
+    assert r.code == 0, r.stderr
+    t = r.json["tasks"]
+    assert set(t) == {"bad", "alert", "emit", "waiter"}
+    # a's taken output counts as completed: bad completed now, so no upstream failed.
+    assert t["alert"]["state"] == "skipped"
+    assert t["alert"]["reason"] == "trigger one_failed: no upstream failed"
+    assert t["waiter"]["output"] == 2  # its event came from emit, its input from run 1
+    assert runs_of(log)["a"] == 1
