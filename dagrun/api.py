@@ -113,7 +113,7 @@ def _select(pipeline: Any, selection: Any, state: Any, settings: dict[str, Any],
     from dagrun.selection import select, taken_outputs
 
     chosen = select(pipeline, selection,
-                    lambda wanted: taken_outputs(state, pipeline.name, wanted))
+                    lambda wanted: taken_outputs(state, pipeline, wanted))
     settings["selection"] = chosen.record(selection)
     if reporter is not None:
         for line in chosen.notes:

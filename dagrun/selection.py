@@ -206,14 +206,16 @@ def _escaped(value: Any) -> Any:
 # ---------------------------------------------------------------- where outputs come from
 
 
-def taken_outputs(state: Any, pipeline: str, wanted: set[str]) -> dict[str, Taken]:
-    """The output of each of `wanted` from outside the run: the newest earlier
-    run of `pipeline` (as `dagrun runs` names it) in which that task
-    completed. Those found nowhere are left out.
+def taken_outputs(state: Any, spec: PipelineSpec, wanted: set[str]) -> dict[str, Taken]:
+    """The output of each of `wanted` (task ids of `spec`, params bound) from
+    outside the run: the newest earlier run of the pipeline (by name, as
+    `dagrun runs` lists them) in which that task completed. Those found
+    nowhere are left out.
 
     The one place a partial run's inputs come from: a task cache, when there
-    is one, is asked here first.
+    is one, is asked here first (`spec` gives what a cache key needs).
     """
+    pipeline = spec.name
     from dagrun.history import _metas, read_run
 
     found: dict[str, Taken] = {}
