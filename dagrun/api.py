@@ -40,6 +40,8 @@ def run(
     reporter: Reporter | None = None,
     params: Mapping[str, Any] | None = None,
     metrics_file: str | os.PathLike[str] | None = None,
+    no_cache: bool = False,
+    refresh: Iterable[str] = (),
 ) -> RunResult:
     """Validate `spec`, create a new run under `state_dir` and execute it.
 
@@ -51,7 +53,8 @@ def run(
     fail raises RunLocked (exit 3), wait waits up to `wait_timeout` seconds
     (None: as long as it takes), then raises RunLocked. Without it, runs of
     one pipeline may overlap. `metrics_file`: keep a Prometheus text file there
-    (listeners/metrics.py).
+    (listeners/metrics.py). `no_cache`: no task takes a cached result (their
+    results are stored still); `refresh`: these tasks run and store a new one.
     """
     from dagrun.errors import PipelineBusy, RunLocked
     from dagrun.store.runs import PipelineLock, StateDir, check_run_id, new_run_id
@@ -68,7 +71,7 @@ def run(
     settings = {"workers": workers or pipeline.workers or os.cpu_count() or 1,
                 "durability": mode,
                 "deadline": deadline if deadline is not None else pipeline.deadline,
-                **param_settings}
+                **param_settings, **_cache_settings(pipeline, no_cache, refresh)}
     state = StateDir(state_dir)
     plock = PipelineLock(state, pipeline.name)
     try:
@@ -89,6 +92,19 @@ def run(
                      metrics_file=metrics_file)
     finally:
         plock.release()
+
+
+def _cache_settings(pipeline: Any, no_cache: bool, refresh: Iterable[str]) -> dict[str, Any]:
+    """Kept in run.json, so that a resume of the run honours them."""
+    refresh = list(dict.fromkeys(refresh))
+    for tid in refresh:
+        if tid not in pipeline.tasks:
+            from dagrun.spec.checks import did_you_mean
+
+            raise UsageError(f"--refresh {tid}: no such task in pipeline "
+                             f"{pipeline.name!r}{did_you_mean(tid, pipeline.tasks)}")
+    return {**({"no_cache": True} if no_cache else {}),
+            **({"refresh": refresh} if refresh else {})}
 
 
 def _bind_params(pipeline: Any, params: Mapping[str, Any] | None,

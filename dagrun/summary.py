@@ -101,6 +101,9 @@ def print_summary(result: RunResult, stream: IO[str], elapsed: float, *,
     for t in result.tasks.values():
         counts[t.state] = counts.get(t.state, 0) + 1
     tally = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    cached = sum(1 for t in result.tasks.values() if (t.extra or {}).get("cached"))
+    if cached:
+        tally += f", {cached} cached"
     rows = summary_rows(result, board)
     more = len(result.tasks) - min(len(rows), SUMMARY_LINES)
     rows = rows[:SUMMARY_LINES]
@@ -126,7 +129,8 @@ def print_summary(result: RunResult, stream: IO[str], elapsed: float, *,
         for tid in rows:
             t = result.tasks[tid]
             colour = colours.get(t.state, "white")
-            table.add_row(tid, f"[{colour}]{t.state}[/{colour}]", *when(tid), str(t.attempts),
+            state = t.state + (" (cached)" if (t.extra or {}).get("cached") else "")
+            table.add_row(tid, f"[{colour}]{state}[/{colour}]", *when(tid), str(t.attempts),
                           _one_line(t.error or "", 120), end_section=False)
         console = Console(file=stream)
         if rows:
@@ -142,7 +146,8 @@ def print_summary(result: RunResult, stream: IO[str], elapsed: float, *,
             start, took = when(tid)
             head = f"  {start + ' ' if start else ''}{tid}: {t.state}"
             detail = ", ".join(x for x in (
-                took, f"{t.attempts} attempts" if t.attempts > 1 else "") if x)
+                took, f"{t.attempts} attempts" if t.attempts > 1 else "",
+                "cached" if (t.extra or {}).get("cached") else "") if x)
             line = head + (f" ({detail})" if detail else "")
             if t.error:  # "skipped: upstream task 'b' failed" says its state already
                 text = _one_line(t.error, 160)
