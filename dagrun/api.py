@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 DEFAULT_STATE_DIR = ".dagrun"
 
-__all__ = ["DEFAULT_STATE_DIR", "breaker_list", "breaker_reset", "dlq_list", "dlq_purge",
+__all__ = ["DEFAULT_STATE_DIR", "breaker_list", "breaker_reset", "cache_clear", "cache_list",
+           "dlq_list", "dlq_purge",
            "dlq_retry", "dlq_show", "gc", "last_unfinished", "load", "resolve_durability",
            "resume", "run", "runs", "status", "validate"]
 
@@ -269,6 +270,22 @@ def gc(*, state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR, keep: int | Non
     from dagrun.store.runs import StateDir
 
     return collect(StateDir(state_dir), keep=keep, older_than=older_than, dry_run=dry_run)
+
+
+def cache_list(pipeline: str | None = None, *,
+               state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR) -> list[dict[str, Any]]:
+    """Cached task results (of `pipeline`): task, run_id, created_at, expires_at, ..."""
+    from dagrun.cache.store import CacheStore, listing
+
+    return listing(CacheStore(state_dir), pipeline)
+
+
+def cache_clear(pipeline: str | None = None, task: str | None = None, *,
+                state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR) -> int:
+    """Forget cached results of `task` of `pipeline`, of `pipeline`, or all; how many."""
+    from dagrun.cache.store import CacheStore, clear
+
+    return clear(CacheStore(state_dir), pipeline, task)
 
 
 def breaker_list(*, state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR) -> list[dict[str, Any]]:

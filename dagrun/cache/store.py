@@ -97,7 +97,8 @@ class CacheStore:
 
     def rewrite(self, pipeline: str, keep: Callable[[dict[str, Any]], bool]) -> int:
         """Keep only the entries `keep` accepts (and the newest of each key);
-        the number dropped. The file goes when nothing is left."""
+        the number of entries `keep` refused (superseded, corrupt and foreign
+        lines go silently). The file goes when nothing is left."""
         path = self.path(pipeline)
         try:
             raw_lines = sum(1 for line in read_state_file(path).split(b"\n") if line)
@@ -119,7 +120,7 @@ class CacheStore:
                 path.unlink()
             except FileNotFoundError:
                 pass
-        return raw_lines - len(kept)
+        return len(newest) - len(kept)
 
 
 def well_formed(e: Any, pipeline: str) -> bool:
@@ -153,3 +154,22 @@ def drop_expired(store: CacheStore, pipelines: Iterable[str] | None = None,
     now = time.time() if now is None else now
     return sum(store.rewrite(name, lambda e: not expired(e, e.get("ttl"), now))
                for name in (pipelines or store.pipelines()))
+
+
+def listing(store: CacheStore, pipeline: str | None = None,
+            now: float | None = None) -> list[dict[str, Any]]:
+    """The usable-looking entries (newest of each key), for `cache list`."""
+    now = time.time() if now is None else now
+    out = []
+    for name in [pipeline] if pipeline else store.pipelines():
+        newest: dict[str, dict[str, Any]] = {}
+        for e in store.entries(name):
+            newest.pop(e["key"], None)
+            newest[e["key"]] = e
+        for e in newest.values():
+            ttl = e.get("ttl")
+            out.append({"pipeline": name, "task": e["task"], "key": e["key"],
+                        "run_id": e["run"], "created_at": e["created"],
+                        "expires_at": None if ttl is None else e["created"] + ttl,
+                        "expired": expired(e, ttl, now), "files_out": sorted(e["files_out"])})
+    return out
