@@ -361,7 +361,19 @@ def gc(state: Any, *, keep: int | None = None, older_than: float | None = None,
         finally:
             lock.release()
         deleted.append(Deleted(view.run_id, view.pipeline, view.status, view.ended_at))
+    notes.extend(_expire_cache(state, dry_run, now))
     return deleted, notes
+
+
+def _expire_cache(state: Any, dry_run: bool, now: float) -> list[str]:
+    """Cache entries past their ttl go with the runs (dagrun/cache/store.py)."""
+    from dagrun.cache.store import CacheStore, drop_expired
+
+    n = drop_expired(CacheStore(state.root), dry_run=dry_run, now=now)
+    if not n:
+        return []
+    verb = "would drop" if dry_run else "dropped"
+    return [f"{verb} {n} expired cache entr{'y' if n == 1 else 'ies'}"]
 
 
 def _delete(state: Any, run_id: str) -> None:

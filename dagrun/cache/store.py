@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -148,12 +148,15 @@ def clear(store: CacheStore, pipeline: str | None, task: str | None) -> int:
     return dropped
 
 
-def drop_expired(store: CacheStore, pipelines: Iterable[str] | None = None,
+def drop_expired(store: CacheStore, *, dry_run: bool = False,
                  now: float | None = None) -> int:
-    """`gc`: entries past the ttl they were stored with (and superseded ones)."""
+    """`gc`: entries past the ttl they were stored with go (superseded ones too,
+    silently); how many expired."""
     now = time.time() if now is None else now
+    if dry_run:
+        return sum(1 for e in listing(store, now=now) if e["expired"])
     return sum(store.rewrite(name, lambda e: not expired(e, e.get("ttl"), now))
-               for name in (pipelines or store.pipelines()))
+               for name in store.pipelines())
 
 
 def listing(store: CacheStore, pipeline: str | None = None,
