@@ -165,8 +165,11 @@ def read_run(state: Any, run_id: str) -> RunView:
             if state_ in FINAL_STATES and end is not None:
                 ended = round(max(end, started), 3)
         if name == "completed" and rec:
+            cached = rec.get("cached_from")  # a cache hit (dagrun/cache/)
             tasks[tid] = TaskResult(name, rec["attempts"], rec.get("output"), None,
-                                    started_at=started, ended_at=ended)
+                                    started_at=started, ended_at=ended,
+                                    extra={"cached": True, "cached_from": cached}
+                                    if isinstance(cached, str) else None)
             continue
         st = TaskStatus(state=state_,
                         error=TaskError.from_dict(rec.get("error")) if rec else None,

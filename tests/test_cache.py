@@ -1,0 +1,347 @@
+"""Caching across runs (issue 13), through the CLI: which tasks run is read off
+a side-effect log (tasks append a line each time they run)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import orjson
+from proc import start, wait_for
+from tasks.sidefx import runs_of
+
+# a -> b (b takes a's output); c uses a param; d reads a file; m is in a module
+# of the spec's folder (so editing it is a code change).
+SPEC = """
+[params]
+n = 1
+
+[defaults]
+cache = true
+
+[tasks.a]
+call = "sidefx:step"
+kwargs = {{ log = "{log}", name = "a", k = {ka} }}
+
+[tasks.b]
+call = "sidefx:step"
+deps = ["a"]
+inputs = {{ x = "a" }}
+kwargs = {{ log = "{log}", name = "b", k = 10 }}
+
+[tasks.c]
+call = "sidefx:step"
+kwargs = {{ log = "{log}", name = "c", k = "${{params.n}}" }}
+
+[tasks.d]
+call = "sidefx:step"
+kwargs = {{ log = "{log}", name = "d" }}
+files_in = ["data/*.csv"]
+
+[tasks.m]
+call = "mine:work"
+kwargs = {{ log = "{log}" }}
+"""
+
+MODULE = """
+from sidefx import _log
+
+def work(log):
+    _log(log, "m")
+    return {value!r}
+"""
+
+
+def state_dir() -> Path:
+    return Path(os.environ["DAGRUN_STATE_DIR"])
+
+
+def cache_file(pipeline: str = "p") -> Path:
+    return state_dir() / "cache" / pipeline
+
+
+def setup(write, tmp_path, ka=1, value="v1"):
+    log = tmp_path / "log"
+    spec = write("p.toml", SPEC.format(log=log, ka=ka))
+    write("mine.py", MODULE.format(value=value))
+    write("data/x.csv", "1,2\n")
+    return spec, log
+
+
+def ran(log: Path, before: dict[str, int]) -> set[str]:
+    """Tasks that ran since the log showed `before`."""
+    now = runs_of(log)
+    return {t for t, n in now.items() if n > before.get(t, 0)}
+
+
+def test_a_second_run_runs_nothing_and_prints_the_same_outputs(cli, write, tmp_path):
+    spec, log = setup(write, tmp_path)
+    first = cli("run", str(spec), "--json")
+    assert first.code == 0, first.stderr
+    assert ran(log, {}) == {"a", "b", "c", "d", "m"}
+    assert not any("cached" in t for t in first.json["tasks"].values())
+    before = runs_of(log)
+    second = cli("run", str(spec), "--json")
+    assert second.code == 0, second.stderr
+    assert ran(log, before) == set()
+    for tid, t in second.json["tasks"].items():
+        assert t["output"] == first.json["tasks"][tid]["output"]
+        assert t["state"] == "completed" and t["attempts"] == 0
+        assert t["cached"] is True and t["cached_from"] == first.json["run_id"]
+    assert second.json["tasks"]["b"]["output"] == 11
+    # The plain display and its summary say so too.
+    third = cli("run", str(spec))
+    assert third.code == 0
+    assert "[1/5] a completed (cached)" in third.stderr or "a completed (cached)" in third.stderr
+    assert "5 cached" in third.stderr
+    assert ran(log, before) == set()
+
+
+def test_each_part_of_the_key_reruns_exactly_the_affected_tasks(cli, write, tmp_path):
+    spec, log = setup(write, tmp_path)
+    assert cli("run", str(spec)).code == 0
+
+    def rerun(*args):
+        before = runs_of(log)
+        r = cli("run", str(spec), "--json", *args)
+        assert r.code == 0, r.stderr
+        return ran(log, before), r.json
+
+    # A param changes only the task that uses it.
+    assert rerun("--param", "n=2")[0] == {"c"}
+    assert rerun("--param", "n=2")[0] == set()
+    # An edit of the callable's module re-runs its task.
+    time.sleep(0.01)
+    write("mine.py", MODULE.format(value="v1") + "\n# an edit\n")
+    # (c is back to its default n = 1: a hit on the first run's entry.)
+    assert rerun()[0] == {"m"}
+    # An input file's content.
+    write("data/x.csv", "1,2,3\n")
+    assert rerun()[0] == {"d"}
+    write("data/y.csv", "new\n")  # a new file matching the glob
+    assert rerun()[0] == {"d"}
+    # A kwarg of a (its output changes): a, and b whose input changed.
+    spec.write_text(SPEC.format(log=log, ka=5))
+    changed, result = rerun()
+    assert changed == {"a", "b"}
+    assert result["tasks"]["b"]["output"] == 15
+    assert result["tasks"]["c"]["cached"] is True
+
+
+def test_an_unchanged_upstream_output_keeps_the_downstream_cached(cli, write, tmp_path):
+    spec, log = setup(write, tmp_path)
+    assert cli("run", str(spec)).code == 0
+    before = runs_of(log)
+    # a's kwargs change but its output (k + nothing) stays 1: b is still a hit.
+    spec.write_text(SPEC.format(log=log, ka=1).replace('name = "a", k = 1',
+                                                       'name = "a", k = 1, sleep = 0.0'))
+    r = cli("run", str(spec), "--json")
+    assert ran(log, before) == {"a"}
+    assert r.json["tasks"]["b"]["cached"] is True
+
+
+OUT_SPEC = """
+[tasks.report]
+call = "cachetasks:make"
+kwargs = {{ log = "{log}", name = "report", path = "{out}", skip = {skip} }}
+files_out = ["out/report.md"]
+cache = true
+retries = {retries}
+retry_delay = 0
+"""
+
+
+def test_a_deleted_or_changed_declared_output_reruns_its_task(cli, write, tmp_path):
+    log, out = tmp_path / "log", tmp_path / "out" / "report.md"
+    spec = write("p.toml", OUT_SPEC.format(log=log, out=out, skip="false", retries=0))
+    assert cli("run", str(spec)).code == 0
+    assert cli("run", str(spec), "--json").json["tasks"]["report"]["cached"] is True
+    assert runs_of(log) == {"report": 1}
+    out.unlink()
+    r = cli("run", str(spec), "--json")
+    assert r.code == 0 and "cached" not in r.json["tasks"]["report"]
+    assert runs_of(log) == {"report": 2} and out.exists()
+    out.write_text("edited by hand")
+    assert "cached" not in cli("run", str(spec), "--json").json["tasks"]["report"]
+    assert runs_of(log) == {"report": 3}
+    assert cli("run", str(spec), "--json").json["tasks"]["report"]["cached"] is True
+
+
+def test_a_task_that_does_not_make_its_declared_output_fails(cli, write, tmp_path):
+    log, out = tmp_path / "log", tmp_path / "out" / "report.md"
+    spec = write("p.toml", OUT_SPEC.format(log=log, out=out, skip="true", retries=1))
+    r = cli("run", str(spec), "--json")
+    assert r.code == 1, r.stderr
+    t = r.json["tasks"]["report"]
+    assert t["state"] == "dead_lettered" and t["attempts"] == 2  # retried like any failure
+    assert t["error"].startswith("MissingOutput: ") and "out/report.md" in t["error"]
+    assert runs_of(log) == {"report": 2}
+    # Nothing was stored: the next run runs it again.
+    cli("run", str(spec))
+    assert runs_of(log) == {"report": 4}
+
+
+TTL_SPEC = """
+[tasks.t]
+call = "sidefx:step"
+kwargs = {{ log = "{log}", name = "t" }}
+cache = {{ ttl = "{ttl}", version = "{version}" }}
+"""
+
+
+def test_an_entry_past_its_ttl_is_a_miss_and_gc_drops_it(cli, write, tmp_path):
+    log = tmp_path / "log"
+    spec = write("p.toml", TTL_SPEC.format(log=log, ttl="1s", version="1"))
+    assert cli("run", str(spec)).code == 0
+    assert cli("run", str(spec), "--json").json["tasks"]["t"]["cached"] is True
+    time.sleep(1.5)  # past the 1 s ttl
+    assert "cached" not in cli("run", str(spec), "--json").json["tasks"]["t"]
+    assert runs_of(log) == {"t": 2}
+    time.sleep(1.5)
+    listed = cli("cache", "list", "p", "--json").json
+    assert [e["expired"] for e in listed] == [True]
+    r = cli("gc", "--keep", "100")
+    assert r.code == 0 and "dropped 1 expired cache entry" in r.stderr
+    assert cli("cache", "list", "--json").json == []
+    assert not cache_file().exists()
+
+
+def test_a_new_version_is_a_miss(cli, write, tmp_path):
+    log = tmp_path / "log"
+    spec = write("p.toml", TTL_SPEC.format(log=log, ttl="1h", version="1"))
+    cli("run", str(spec))
+    spec.write_text(TTL_SPEC.format(log=log, ttl="1h", version="2"))
+    cli("run", str(spec))
+    cli("run", str(spec))
+    assert runs_of(log) == {"t": 2}
+
+
+def test_a_corrupt_or_foreign_cache_line_is_a_miss_never_a_wrong_output(cli, write, tmp_path):
+    spec, log = setup(write, tmp_path)
+    assert cli("run", str(spec)).code == 0
+    path = cache_file()
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 5
+    # Change b's stored output (11 -> 99) without fixing the checksum.
+    i = next(i for i, line in enumerate(lines) if b'"task":"b"' in line)
+    lines[i] = lines[i].replace(b'"output":11', b'"output":99')
+    # And a torn last line, as a crash mid-append leaves it.
+    path.write_bytes(b"".join(lines) + lines[0][:40])
+    before = runs_of(log)
+    r = cli("run", str(spec), "--json")
+    assert r.code == 0, r.stderr
+    assert ran(log, before) == {"b"}
+    assert r.json["tasks"]["b"]["output"] == 11
+    # A whole, checksummed entry of another pipeline copied in: not this one's.
+    before = runs_of(log)
+    foreign = path.read_bytes().replace(b"p.toml", b"x")
+    other = cache_file("q")
+    other.write_bytes(foreign)
+    write("q.toml", spec.read_text().replace("[params]", '[pipeline]\nname = "q"\n\n[params]'))
+    r = cli("run", str(tmp_path / "q.toml"), "--json")
+    assert r.code == 0 and ran(log, before) == {"a", "b", "c", "d", "m"}
+
+
+def test_no_cache_and_refresh(cli, write, tmp_path):
+    spec, log = setup(write, tmp_path)
+    first = cli("run", str(spec), "--json")
+    before = runs_of(log)
+    r = cli("run", str(spec), "--json", "--no-cache")
+    assert r.code == 0 and ran(log, before) == {"a", "b", "c", "d", "m"}
+    assert not any("cached" in t for t in r.json["tasks"].values())
+    # It stored fresh entries: the next run's hits come from it.
+    again = cli("run", str(spec), "--json")
+    assert {t["cached_from"] for t in again.json["tasks"].values()} == {r.json["run_id"]}
+    assert first.json["run_id"] != r.json["run_id"]
+    before = runs_of(log)
+    r = cli("run", str(spec), "--json", "--refresh", "a", "--refresh", "d")
+    assert ran(log, before) == {"a", "d"}
+    assert r.json["tasks"]["b"]["cached"] is True  # a's output did not change
+    r = cli("run", str(spec), "--refresh", "nope")
+    assert r.code == 2 and "--refresh nope: no such task" in r.stderr
+
+
+def test_cache_list_and_clear(cli, write, tmp_path):
+    spec, log = setup(write, tmp_path)
+    first = cli("run", str(spec), "--json")
+    listed = cli("cache", "list", "--json")
+    assert listed.code == 0
+    assert sorted(e["task"] for e in listed.json) == ["a", "b", "c", "d", "m"]
+    assert {e["run_id"] for e in listed.json} == {first.json["run_id"]}
+    assert {e["expires_at"] for e in listed.json} == {None}
+    table = cli("cache", "list", "p")
+    assert table.code == 0 and "never" in table.stdout and first.json["run_id"] in table.stdout
+    r = cli("cache", "clear", "p", "b")
+    assert r.code == 0 and "cleared 1 cache entry" in r.stderr
+    before = runs_of(log)
+    cli("run", str(spec))
+    assert ran(log, before) == {"b"}
+    assert cli("cache", "clear", "p").code == 0
+    assert cli("cache", "list", "--json").json == []
+    before = runs_of(log)
+    cli("run", str(spec))
+    assert ran(log, before) == {"a", "b", "c", "d", "m"}
+    assert cli("cache", "clear").code == 0
+    assert cli("cache", "list", "--json").json == []
+    assert cli("cache", "clear", "../x").code == 2
+
+
+def test_bad_cache_keys_exit_2_naming_file_task_and_key(cli, write):
+    cases = [
+        ('cache = "yes"', "task 't': 'cache' must be true, false or a table"),
+        ('cache = { ttl = "soon" }', "task 't': 'cache.ttl'"),
+        ('cache = { tll = "1d" }', "'cache' has unknown key 'tll'"),
+        ('cache = { version = [1] }', "'cache.version' must be a string"),
+        ("files_in = [3]", "task 't': 'files_in' must be a list"),
+        ('files_out = ""', "task 't': 'files_out' must be a list"),
+    ]
+    for line, message in cases:
+        spec = write("bad.toml", f'[tasks.t]\ncall = "sidefx:step"\n{line}\n')
+        r = cli("validate", str(spec))
+        assert r.code == 2 and message in r.stderr and "bad.toml" in r.stderr, (line, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1
+    spec = write("bad.toml", '[defaults]\ncache = 1\n[tasks.t]\ncall = "sidefx:step"\n')
+    r = cli("validate", str(spec))
+    assert r.code == 2 and "[defaults]: 'cache'" in r.stderr
+
+
+def test_a_cached_task_stays_cached_across_a_sigkill_and_resume(cli, write, tmp_path):
+    log = tmp_path / "log"
+    spec = write("p.toml", f"""
+        [params]
+        nap = 0
+
+        [tasks.a]
+        call = "sidefx:step"
+        kwargs = {{ log = "{log}", name = "a" }}
+        cache = true
+
+        [tasks.b]
+        call = "sidefx:step"
+        deps = ["a"]
+        inputs = {{ x = "a" }}
+        kwargs = {{ log = "{log}", name = "b", sleep = "${{params.nap}}" }}
+    """)
+    first = cli("run", str(spec), "--json")
+    assert first.code == 0, first.stderr
+    proc = start("run", str(spec), "--run-id", "second", "--param", "nap=2")
+    try:
+        wait_for(lambda: runs_of(log).get("b", 0) >= 2)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    journal = (state_dir() / "runs" / "second" / "journal").read_bytes()
+    assert b'"cached_from":"' + first.json["run_id"].encode() in journal
+    r = cli("resume", "second", "--json")
+    assert r.code == 0, r.stderr
+    assert r.json["tasks"]["a"]["cached_from"] == first.json["run_id"]
+    assert r.json["tasks"]["b"]["output"] == 2
+    assert runs_of(log) == {"a": 1, "b": 3}
+    # A resume of the finished run prints the same.
+    r = cli("resume", "second", "--json")
+    assert r.json["tasks"]["a"]["cached"] is True
+    status = orjson.loads(cli("status", "second", "--json").stdout)
+    assert status["tasks"]["a"]["cached"] is True
