@@ -92,10 +92,10 @@ def test_a_second_run_runs_nothing_and_prints_the_same_outputs(cli, write, tmp_p
         assert t["cached"] is True and t["cached_from"] == first.json["run_id"]
     assert second.json["tasks"]["b"]["output"] == 11
     # The plain display and its summary say so too.
-    third = cli("run", str(spec))
+    third = cli("run", str(spec), "--metrics-file", str(tmp_path / "m.prom"))
     assert third.code == 0
-    assert "[1/5] a completed (cached)" in third.stderr or "a completed (cached)" in third.stderr
-    assert "5 cached" in third.stderr
+    assert "a completed (cached)" in third.stderr and "5 cached" in third.stderr
+    assert 'dagrun_tasks_cached_total{pipeline="p"} 5.0' in (tmp_path / "m.prom").read_text()
     assert ran(log, before) == set()
 
 

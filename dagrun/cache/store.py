@@ -37,7 +37,7 @@ FORMAT = 1
 
 
 class CacheStore:
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root) / "cache"
 
     def path(self, pipeline: str) -> Path:
