@@ -345,3 +345,35 @@ def test_a_cached_task_stays_cached_across_a_sigkill_and_resume(cli, write, tmp_
     assert r.json["tasks"]["a"]["cached"] is True
     status = orjson.loads(cli("status", "second", "--json").stdout)
     assert status["tasks"]["a"]["cached"] is True
+
+
+def test_cache_under_defaults_leaves_stateful_and_map_tasks_running(cli, write, tmp_path):
+    log = tmp_path / "log"
+    spec = write("p.toml", f"""
+        [defaults]
+        cache = true
+
+        [tasks.counter]
+        call = "sidefx:counted"
+        kwargs = {{ log = "{log}", name = "counter" }}
+
+        [tasks.xs]
+        call = "sidefx:items"
+        kwargs = {{ log = "{log}", name = "xs", n = 2 }}
+
+        [tasks.each]
+        call = "sidefx:elem"
+        deps = ["xs"]
+        inputs = {{ x = "xs" }}
+        kwargs = {{ log = "{log}", name = "each", sleep = 0 }}
+        map = "x"
+    """)
+    outputs = [cli("run", str(spec), "--json").json["tasks"] for _ in range(2)]
+    assert [o["counter"]["output"] for o in outputs] == [1, 2]  # its state moved on
+    assert outputs[1]["xs"]["cached"] is True
+    assert "cached" not in outputs[1]["each"] and outputs[1]["each"]["output"] == [0, 10]
+    assert runs_of(log) == {"counter": 2, "xs": 1, "each[0]": 2, "each[1]": 2}
+    spec = write("bad.toml", '[tasks.s]\ncall = "sidefx:never"\ncache = true\n'
+                             'sensor = { interval = "1s" }\n')
+    r = cli("validate", str(spec))
+    assert r.code == 2 and "'cache' cannot be set on a task with 'sensor'" in r.stderr

@@ -37,6 +37,16 @@ def wanted(spec: PipelineSpec) -> bool:
     return any(t.cache is not None or t.files_out for t in spec.tasks.values())
 
 
+def cacheable(t: TaskSpec) -> bool:
+    """Caching on, and a result that depends only on the key's parts: not a
+    sensor, a loop or a map, nor a task carrying state across runs (whose hit
+    would skip its state's update); `cache` under [defaults] skips those."""
+    from dagrun.kinds.state import supplied
+
+    return (t.cache is not None and t.sensor is None and t.repeat is None and t.map is None
+            and not supplied(t))
+
+
 def is_hit(event: Any) -> bool:
     """A TaskChanged of a cache hit: the one pending -> completed move."""
     return (isinstance(event, TaskChanged) and event.new == TaskState.COMPLETED
@@ -88,7 +98,7 @@ class CachePlug:
 
     def reason(self, t: TaskSpec, parts: dict[str, str]) -> str:
         """Why the task would run (or "cached"): for a dry run and for misses."""
-        if t.cache is None:
+        if not cacheable(t):
             return "no cache"
         if not self.use:
             return "forced (--no-cache)"
@@ -108,7 +118,7 @@ class CachePlug:
     def lookup(self, sched: Scheduler, tid: str) -> bool:
         """True: a hit, and the task is completed (its dependents may go)."""
         t = sched.spec.tasks[tid]
-        if t.cache is None:
+        if not cacheable(t):
             return False
         parts = self.parts(t, sched.status)
         key = key_of(parts)
