@@ -377,3 +377,15 @@ def test_cache_under_defaults_leaves_stateful_and_map_tasks_running(cli, write, 
                              'sensor = { interval = "1s" }\n')
     r = cli("validate", str(spec))
     assert r.code == 2 and "'cache' cannot be set on a task with 'sensor'" in r.stderr
+
+
+def test_tasks_with_the_same_definition_each_have_their_own_entry(cli, write, tmp_path):
+    # Same call and kwargs, so the same key: each task still hits its own entry.
+    log = tmp_path / "log"
+    rows = "".join(f'\n[tasks.t{i}]\ncall = "sidefx:step"\nkwargs = {{ log = "{log}", '
+                   f'name = "same" }}\n' for i in range(5))
+    spec = write("p.toml", "[defaults]\ncache = true\n" + rows)
+    cli("run", str(spec))
+    r = cli("run", str(spec), "--json")
+    assert all(t["cached"] for t in r.json["tasks"].values())
+    assert runs_of(log) == {"same": 5}

@@ -68,14 +68,17 @@ class CacheStore:
                 out.append(entry)
         return out
 
-    def append(self, pipeline: str, entries: list[dict[str, Any]], *, durable: bool) -> None:
+    def append(self, pipeline: str, entries: list[dict[str, Any]], *, durable: bool,
+               fd: int | None = None) -> None:
+        """One O_APPEND write of the entries (to `fd` if given: an open_append())."""
         if not entries:
             return
         path = self.path(pipeline)
-        make_private_dir(self.root)
         data = b"".join(frame(e) for e in entries)
+        own = fd is None
         try:
-            fd = open_state_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            if fd is None:
+                fd = self.open_append(pipeline)
             try:
                 # One write: concurrent appenders never interleave inside a batch.
                 written = os.write(fd, data)
@@ -84,7 +87,16 @@ class CacheStore:
                 if durable:
                     os.fsync(fd)
             finally:
-                os.close(fd)
+                if own:
+                    os.close(fd)
+        except OSError as exc:
+            raise StateIOError(f"cannot write {path}: {describe_os_error(exc)}") from None
+
+    def open_append(self, pipeline: str) -> int:
+        path = self.path(pipeline)
+        make_private_dir(self.root)
+        try:
+            return open_state_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         except OSError as exc:
             raise StateIOError(f"cannot write {path}: {describe_os_error(exc)}") from None
 
@@ -106,10 +118,7 @@ class CacheStore:
             return 0
         except OSError as exc:
             raise StateIOError(f"cannot read {path}: {describe_os_error(exc)}") from None
-        newest: dict[str, dict[str, Any]] = {}
-        for e in self.entries(pipeline):
-            newest.pop(e["key"], None)  # re-inserted last: the file keeps its order
-            newest[e["key"]] = e
+        newest = _newest(self.entries(pipeline))
         kept = [e for e in newest.values() if keep(e)]
         if len(kept) == raw_lines:
             return 0
@@ -165,14 +174,19 @@ def listing(store: CacheStore, pipeline: str | None = None,
     now = time.time() if now is None else now
     out = []
     for name in [pipeline] if pipeline else store.pipelines():
-        newest: dict[str, dict[str, Any]] = {}
-        for e in store.entries(name):
-            newest.pop(e["key"], None)
-            newest[e["key"]] = e
-        for e in newest.values():
+        for e in _newest(store.entries(name)).values():
             ttl = e.get("ttl")
             out.append({"pipeline": name, "task": e["task"], "key": e["key"],
                         "run_id": e["run"], "created_at": e["created"],
                         "expires_at": None if ttl is None else e["created"] + ttl,
                         "expired": expired(e, ttl, now), "files_out": sorted(e["files_out"])})
     return out
+
+
+def _newest(entries: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The newest entry of each (task, key), in the order they were written."""
+    newest: dict[tuple[str, str], dict[str, Any]] = {}
+    for e in entries:
+        newest.pop((e["task"], e["key"]), None)  # re-inserted last: the file keeps its order
+        newest[e["task"], e["key"]] = e
+    return newest
