@@ -389,3 +389,42 @@ def test_tasks_with_the_same_definition_each_have_their_own_entry(cli, write, tm
     r = cli("run", str(spec), "--json")
     assert all(t["cached"] for t in r.json["tasks"].values())
     assert runs_of(log) == {"same": 5}
+
+
+def test_sigkill_at_random_instants_with_half_the_tasks_cached(cli, write, tmp_path):
+    """The torture loop (tests/test_torture.py) on a run where a cone of tasks
+    changed: the others are hits, and stay hits through every kill and resume."""
+    import random
+
+    from test_torture import kill_and_resume, layered_spec
+
+    seed = int(os.environ.get("DAGRUN_TORTURE_SEED", time.time_ns() % 10**6))
+    log = tmp_path / "log"
+    text, _ = layered_spec(log)
+    cached = "[defaults]\ncache = true\n"
+    spec = write("torture.toml", text.replace("[tasks.", cached + "[tasks.", 1))
+    first = cli("run", str(spec), "--json", "--run-id", "first")
+    assert first.code == 0, first.stderr
+    # t0_3's output changes: it and its descendants run, the rest are hits.
+    spec.write_text(spec.read_text().replace('name = "t0_3", k = 3,', 'name = "t0_3", k = 1003,'))
+    _, expected = layered_spec(log)
+    expected = {t: v + (1000 * _paths_from_t0_3(t)) for t, v in expected.items()}
+    finished, kills = kill_and_resume(spec, tmp_path, log, random.Random(seed), seed, 8)
+    assert finished is not None and finished["status"] == "succeeded", f"seed {seed}"
+    assert {t: v["output"] for t, v in finished["tasks"].items()} == expected, f"seed {seed}"
+    runs = runs_of(log)
+    hits = {t for t, v in finished["tasks"].items() if v.get("cached")}
+    assert hits and all(finished["tasks"][t]["cached_from"] == "first" for t in hits)
+    assert all(runs[t] == 1 for t in hits), f"seed {seed}: a hit ran again"
+    assert hits == {t for t in expected if _paths_from_t0_3(t) == 0}
+
+
+def _paths_from_t0_3(tid: str) -> int:
+    """How many times t0_3's output is summed into task `tid` (layered_spec's graph)."""
+    from test_torture import WIDTH
+
+    layer, i = (int(x) for x in tid[1:].split("_"))
+    counts = [1 if j == 3 else 0 for j in range(WIDTH)]
+    for _ in range(layer):
+        counts = [counts[j] + counts[(j + 1) % WIDTH] for j in range(WIDTH)]
+    return counts[i]
