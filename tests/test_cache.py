@@ -428,3 +428,42 @@ def _paths_from_t0_3(tid: str) -> int:
     for _ in range(layer):
         counts = [counts[j] + counts[(j + 1) % WIDTH] for j in range(WIDTH)]
     return counts[i]
+
+
+def test_reason_names_the_part_that_changed(cli, write, tmp_path):
+    """CachePlug.reason(): what a dry run says of a task (the smallest real unit:
+    entries written by a real run, read back by a plug on the edited spec)."""
+    from dagrun.api import _bind_params
+    from dagrun.cache.plug import CachePlug
+    from dagrun.cache.store import CacheStore
+    from dagrun.callables import add_import_paths
+    from dagrun.model import TaskState, TaskStatus
+    from dagrun.spec import load_spec
+
+    spec, log = setup(write, tmp_path)
+    assert cli("run", str(spec)).code == 0
+
+    def reasons(path=spec, out=1, **kw):
+        pipeline, _ = _bind_params(load_spec(path), None, "dry")  # as `run` binds them
+        add_import_paths(pipeline)  # as `run` imports the callables
+        # Upstream outputs as the first run left them (a: 1).
+        statuses = {tid: TaskStatus(state=TaskState.COMPLETED, output=out)
+                    for tid in pipeline.tasks}
+        plug = CachePlug(pipeline, "dry", CacheStore(state_dir()), statuses, **kw)
+        return {tid: plug.reason(t, plug.parts(t, statuses))
+                for tid, t in pipeline.tasks.items()}
+
+    assert set(reasons().values()) == {"cached"}
+    assert reasons(use=False)["a"] == "forced (--no-cache)"
+    assert reasons(out=2)["b"] == "input changed"
+    assert reasons(refresh=["b"])["b"] == "forced (--refresh)"
+    write("data/x.csv", "changed\n")
+    write("mine.py", MODULE.format(value="v2"))
+    spec.write_text(SPEC.format(log=log, ka=7))
+    got = reasons()
+    assert got["a"] == "kwargs changed" and got["d"] == "file changed"
+    assert got["m"] == "code changed" and got["b"] == "cached"
+    spec.write_text(SPEC.format(log=log, ka=1).replace('name = "b"', 'name = "b2"'))
+    assert reasons()["b"] == "kwargs changed"
+    cli("cache", "clear", "p", "c")
+    assert reasons()["c"] == "not in the cache"
