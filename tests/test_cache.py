@@ -167,6 +167,11 @@ def test_a_deleted_or_changed_declared_output_reruns_its_task(cli, write, tmp_pa
     assert "cached" not in cli("run", str(spec), "--json").json["tasks"]["report"]
     assert runs_of(log) == {"report": 3}
     assert cli("run", str(spec), "--json").json["tasks"]["report"]["cached"] is True
+    # A newly declared output: the task runs (and must make it) once more.
+    spec.write_text(spec.read_text().replace('files_out = ["out/report.md"]',
+                                             'files_out = ["out/report.md", "out/*.md"]'))
+    assert "cached" not in cli("run", str(spec), "--json").json["tasks"]["report"]
+    assert runs_of(log) == {"report": 4}
 
 
 def test_a_task_that_does_not_make_its_declared_output_fails(cli, write, tmp_path):

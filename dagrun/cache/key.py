@@ -5,7 +5,8 @@ can say which one changed.
     kwargs   its resolved kwargs (after ${params...}: a param changes only the
              tasks that use it)
     inputs   the outputs its `inputs` pass it
-    files    the content of its `files_in` (globs relative to the spec's folder)
+    files    the content of its `files_in` (globs relative to the spec's folder),
+             and the list of its `files_out`
     version  `cache.version`
 
 A module is read and hashed once per run, a file once per run unless its
@@ -100,8 +101,10 @@ class Hasher:
         module = t.call.split(":", 1)[0]
         code = f"{t.call}\n{t.when or ''}\n{self.module(module)}"
         files = {p: self.files([p]) for p in t.files_in}
+        # The declared outputs too: a new one must be made (and checked) once.
+        files_part = value_digest([files, list(t.files_out)] if t.files_out else files)
         return {"code": digest(code.encode()), "kwargs": value_digest(dict(t.kwargs)),
-                "inputs": value_digest(dict(inputs)), "files": value_digest(files),
+                "inputs": value_digest(dict(inputs)), "files": files_part,
                 "version": t.cache.version if t.cache is not None else ""}
 
 
