@@ -177,7 +177,8 @@ class LiveReporter(PlainReporter):
         done = b.count(*_DONE)
         head = Text.assemble(
             (f"{self.name} ", "bold"), f"{done}/{self.total} done: ",
-            (f"{b.count(TaskState.COMPLETED)} completed", "green"), " · ",
+            (f"{b.count(TaskState.COMPLETED)} completed", "green"),
+            f" ({b.cached} cached) · " if b.cached else " · ",
             (f"{b.count(TaskState.RUNNING)} running", "cyan"), " · ",
             (f"{b.count(TaskState.RETRYING, TaskState.FAILED)} retrying",
              "yellow" if b.count(TaskState.RETRYING, TaskState.FAILED) else ""), " · ",

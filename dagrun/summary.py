@@ -30,12 +30,15 @@ class Board:
         self.ended: dict[str, float] = {}
         self.running: dict[str, tuple[int, float]] = {}  # attempt, monotonic start
         self.cause: dict[str, str] = {}  # skipped task -> the failure that caused it
+        self.cached = 0  # cache hits: the one pending -> completed move (dagrun/cache/)
 
     def change(self, e: TaskChanged) -> None:
         old = self.state.get(e.task_id, e.old)
         self.counts[old] = self.counts.get(old, 0) - 1
         self.counts[e.new] = self.counts.get(e.new, 0) + 1
         self.state[e.task_id] = e.new
+        if e.new == TaskState.COMPLETED and e.old == TaskState.PENDING:
+            self.cached += 1
         if e.new == TaskState.RUNNING:
             self.started.setdefault(e.task_id, e.at)
             self.running[e.task_id] = (e.attempt or e.attempts, time.monotonic())
