@@ -472,3 +472,25 @@ def test_reason_names_the_part_that_changed(cli, write, tmp_path):
     assert reasons()["b"] == "kwargs changed"
     cli("cache", "clear", "p", "c")
     assert reasons()["c"] == "not in the cache"
+
+
+def test_two_concurrent_runs_append_to_one_cache_file(cli, write, tmp_path):
+    log = tmp_path / "log"
+    rows = "".join(f'\n[tasks.t{i}]\ncall = "sidefx:step"\nkwargs = {{ log = "{log}", '
+                   f'name = "t{i}", k = {i} }}\n' for i in range(60))
+    spec = write("p.toml", "[pipeline]\nname = \"p\"\nworkers = 2\n[defaults]\ncache = true\n"
+                 + rows)
+    procs = [start("run", str(spec), "--json") for _ in range(2)]
+    for proc in procs:
+        proc.communicate(timeout=120)  # generous: two runs of 60 tasks on a shared machine
+        assert proc.returncode == 0
+    from dagrun.store.records import unframe
+
+    lines = cache_file().read_bytes().splitlines()
+    # Both missed (120 lines), or the later one started after the first's
+    # entries were written; either way every line is whole.
+    assert 60 <= len(lines) <= 120
+    assert {unframe(line)["task"] for line in lines} == {f"t{i}" for i in range(60)}
+    r = cli("run", str(spec), "--json")
+    assert all(t["cached"] for t in r.json["tasks"].values())
+    assert [r.json["tasks"][f"t{i}"]["output"] for i in range(60)] == list(range(60))
