@@ -39,7 +39,22 @@ def digest(data: bytes) -> str:
 
 def value_digest(value: Any) -> str:
     """Of a JSON value, independent of key order."""
-    return digest(orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS))
+    data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    if len(data) > _MEMO_MAX_BYTES:
+        return digest(data)
+    found = _memo.get(data)
+    if found is None:
+        if len(_memo) >= _MEMO_ENTRIES:
+            _memo.clear()
+        found = _memo[data] = digest(data)
+    return found
+
+
+# Small values ({} kwargs, no inputs, a null output) repeat across thousands of
+# tasks: their digests are remembered (bounded: 64k entries of <= 256 bytes).
+_MEMO_MAX_BYTES = 256
+_MEMO_ENTRIES = 65536
+_memo: dict[bytes, str] = {}
 
 
 def key_of(parts: Mapping[str, str]) -> str:
@@ -53,6 +68,7 @@ class Hasher:
         self.base = base_dir or os.getcwd()
         self._modules: dict[str, str] = {}
         self._files: dict[str, tuple[tuple[int, int, int], str]] = {}
+        self._code: dict[tuple[str, str | None], str] = {}
 
     def module(self, name: str) -> str:
         found = self._modules.get(name)
@@ -98,14 +114,22 @@ class Hasher:
         return out
 
     def parts(self, t: Any, inputs: Mapping[str, Any]) -> dict[str, str]:
-        module = t.call.split(":", 1)[0]
-        code = f"{t.call}\n{t.when or ''}\n{self.module(module)}"
-        files = {p: self.files([p]) for p in t.files_in}
-        # The declared outputs too: a new one must be made (and checked) once.
-        files_part = value_digest([files, list(t.files_out)] if t.files_out else files)
-        return {"code": digest(code.encode()), "kwargs": value_digest(dict(t.kwargs)),
+        code = self._code.get((t.call, t.when))
+        if code is None:
+            module = t.call.split(":", 1)[0]
+            text = f"{t.call}\n{t.when or ''}\n{self.module(module)}"
+            code = self._code[t.call, t.when] = digest(text.encode())
+        files_part = _NO_FILES
+        if t.files_in or t.files_out:
+            files = {p: self.files([p]) for p in t.files_in}
+            # The declared outputs too: a new one must be made (and checked) once.
+            files_part = value_digest([files, list(t.files_out)] if t.files_out else files)
+        return {"code": code, "kwargs": value_digest(dict(t.kwargs)),
                 "inputs": value_digest(dict(inputs)), "files": files_part,
                 "version": t.cache.version if t.cache is not None else ""}
+
+
+_NO_FILES = value_digest({})
 
 
 def _module_digest(name: str) -> str:
