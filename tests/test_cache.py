@@ -91,6 +91,9 @@ def test_a_second_run_runs_nothing_and_prints_the_same_outputs(cli, write, tmp_p
         assert t["state"] == "completed" and t["attempts"] == 0
         assert t["cached"] is True and t["cached_from"] == first.json["run_id"]
     assert second.json["tasks"]["b"]["output"] == 11
+    # `dagrun logs` of a hit says where its output came from.
+    r = cli("logs", second.json["run_id"], "b")
+    assert r.code == 2 and f"dagrun logs {first.json['run_id']} b" in r.stderr
     # The plain display and its summary say so too.
     third = cli("run", str(spec), "--metrics-file", str(tmp_path / "m.prom"))
     assert third.code == 0
