@@ -497,3 +497,23 @@ def test_two_concurrent_runs_append_to_one_cache_file(cli, write, tmp_path):
     r = cli("run", str(spec), "--json")
     assert all(t["cached"] for t in r.json["tasks"].values())
     assert [r.json["tasks"][f"t{i}"]["output"] for i in range(60)] == list(range(60))
+
+
+def test_the_python_api_takes_cache_no_cache_and_refresh(tmp_path):
+    import dagrun
+
+    log = tmp_path / "log"
+    p = dagrun.Pipeline("api")
+    p.task("a", "sidefx:step", kwargs={"log": str(log), "name": "a"}, cache=True)
+    p.task("b", "sidefx:step", kwargs={"log": str(log), "name": "b"},
+           cache={"ttl": "1h", "version": "1"})
+    st = tmp_path / "st"
+    first = dagrun.run(p, state_dir=st)
+    second = dagrun.run(p, state_dir=st)
+    assert second.tasks["a"].extra == {"cached": True, "cached_from": first.run_id}
+    dagrun.run(p, state_dir=st, refresh=["b"])
+    assert runs_of(log) == {"a": 1, "b": 2}
+    dagrun.run(p, state_dir=st, no_cache=True)
+    assert runs_of(log) == {"a": 2, "b": 3}
+    assert {e["task"] for e in dagrun.api.cache_list("api", state_dir=st)} == {"a", "b"}
+    assert dagrun.api.cache_clear("api", state_dir=st) == 2
