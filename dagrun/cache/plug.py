@@ -119,7 +119,7 @@ class CachePlug:
         if old is None:
             return "not in the cache"
         if key_of(parts) == old["key"]:
-            if expired(old, t.cache.ttl):
+            if expired(old, t.cache.ttl if t.cache else None):
                 return "expired"
             return "output file changed"
         return changed_part(parts, old["parts"]) or "not in the cache"
