@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 DEFAULT_STATE_DIR = ".dagrun"
 
-__all__ = ["DEFAULT_STATE_DIR", "breaker_list", "breaker_reset", "dlq_list", "dlq_purge",
+__all__ = ["DEFAULT_STATE_DIR", "breaker_list", "breaker_reset", "cache_clear", "cache_list",
+           "dlq_list", "dlq_purge",
            "dlq_retry", "dlq_show", "gc", "last_unfinished", "load", "resolve_durability",
            "resume", "run", "runs", "status", "validate"]
 
@@ -43,6 +44,8 @@ def run(
     only: str | Iterable[str] = (),
     from_: str | Iterable[str] = (),
     until: str | Iterable[str] = (),
+    no_cache: bool = False,
+    refresh: Iterable[str] = (),
 ) -> RunResult:
     """Validate `spec`, create a new run under `state_dir` and execute it.
 
@@ -54,7 +57,8 @@ def run(
     fail raises RunLocked (exit 3), wait waits up to `wait_timeout` seconds
     (None: as long as it takes), then raises RunLocked. Without it, runs of
     one pipeline may overlap. `metrics_file`: keep a Prometheus text file there
-    (listeners/metrics.py).
+    (listeners/metrics.py). `no_cache`: no task takes a cached result (their
+    results are stored still); `refresh`: these tasks run and store a new one.
 
     `only`, `from_`, `until` (task ids): a partial run (selection.py) — those
     tasks, the tasks downstream of `from_` (forced), the tasks `until` needs
@@ -82,7 +86,7 @@ def run(
     settings = {"workers": workers or pipeline.workers or os.cpu_count() or 1,
                 "durability": mode,
                 "deadline": deadline if deadline is not None else pipeline.deadline,
-                **param_settings}
+                **param_settings, **_cache_settings(pipeline, no_cache, refresh)}
     state = StateDir(state_dir)
     plock = PipelineLock(state, pipeline.name)
     try:
@@ -126,6 +130,19 @@ def _select(pipeline: Any, selection: Any, state: Any, settings: dict[str, Any],
         reporter.message(f"partial run ({selection.describe()}): {len(chosen.spec.tasks)} of "
                          f"{len(pipeline.tasks)} tasks{took}")
     return chosen.spec
+
+
+def _cache_settings(pipeline: Any, no_cache: bool, refresh: Iterable[str]) -> dict[str, Any]:
+    """Kept in run.json, so that a resume of the run honours them."""
+    refresh = list(dict.fromkeys(refresh))
+    for tid in refresh:
+        if tid not in pipeline.tasks:
+            from dagrun.spec.checks import did_you_mean
+
+            raise UsageError(f"--refresh {tid}: no such task in pipeline "
+                             f"{pipeline.name!r}{did_you_mean(tid, pipeline.tasks)}")
+    return {**({"no_cache": True} if no_cache else {}),
+            **({"refresh": refresh} if refresh else {})}
 
 
 def _bind_params(pipeline: Any, params: Mapping[str, Any] | None,
@@ -290,6 +307,22 @@ def gc(*, state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR, keep: int | Non
     from dagrun.store.runs import StateDir
 
     return collect(StateDir(state_dir), keep=keep, older_than=older_than, dry_run=dry_run)
+
+
+def cache_list(pipeline: str | None = None, *,
+               state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR) -> list[dict[str, Any]]:
+    """Cached task results (of `pipeline`): task, run_id, created_at, expires_at, ..."""
+    from dagrun.cache.store import CacheStore, listing
+
+    return listing(CacheStore(state_dir), pipeline)
+
+
+def cache_clear(pipeline: str | None = None, task: str | None = None, *,
+                state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR) -> int:
+    """Forget cached results of `task` of `pipeline`, of `pipeline`, or all; how many."""
+    from dagrun.cache.store import CacheStore, clear
+
+    return clear(CacheStore(state_dir), pipeline, task)
 
 
 def breaker_list(*, state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR) -> list[dict[str, Any]]:

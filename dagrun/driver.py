@@ -68,6 +68,9 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
 
             bus.add(MetricsListener(metrics_file, state_root(info)))
         gate = breaker_gate(info, spec, notify=bus.note)
+        cache = cache_plug(info, spec, statuses, settings)
+        if cache is not None:
+            bus.add(cache)  # stores the completions of tasks that missed
         try:
             executor = create(settings.get("executor") or "local", {
                 "workers": settings["workers"], "base_dir": spec.base_dir,
@@ -81,7 +84,7 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
                         statuses=statuses, cancel=token,
                         deadline=settings.get("deadline") or None,  # 0: none
                         gate=gate, notes=notes, waits=event_waits(info, spec, emitted),
-                        states=StateStore(state_root(info)))
+                        states=StateStore(state_root(info)), cache=cache)
                     try:
                         return scheduler.run()
                     except BaseException:
@@ -123,6 +126,20 @@ def breaker_gate(info: RunInfo, spec: PipelineSpec, notify: Any = None) -> Any:
     if not any(t.breaker for t in spec.tasks.values()):
         return None
     return BreakerGate(spec, BreakerStore(state_root(info)), notify=notify)
+
+
+def cache_plug(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus],
+               settings: dict[str, Any]) -> Any:
+    """The scheduler's cache plug (dagrun/cache/plug.py), if any task caches or
+    declares files_out."""
+    from dagrun.cache.plug import CachePlug, wanted
+    from dagrun.cache.store import CacheStore
+
+    if not wanted(spec):
+        return None
+    return CachePlug(spec, info.run_id, CacheStore(state_root(info)), statuses,
+                     use=not settings.get("no_cache"), refresh=settings.get("refresh") or (),
+                     durable=settings["durability"] == "durable")
 
 
 def event_waits(info: RunInfo, spec: PipelineSpec, emitted: set[str] | None) -> Any:

@@ -168,8 +168,11 @@ def read_run(state: Any, run_id: str) -> RunView:
             if state_ in FINAL_STATES and end is not None:
                 ended = round(max(end, started), 3)
         if name == "completed" and rec:
+            cached = rec.get("cached_from")  # a cache hit (dagrun/cache/)
             tasks[tid] = TaskResult(name, rec["attempts"], rec.get("output"), None,
-                                    started_at=started, ended_at=ended)
+                                    started_at=started, ended_at=ended,
+                                    extra={"cached": True, "cached_from": cached}
+                                    if isinstance(cached, str) else None)
             continue
         st = TaskStatus(state=state_,
                         error=TaskError.from_dict(rec.get("error")) if rec else None,
@@ -384,7 +387,19 @@ def gc(state: Any, *, keep: int | None = None, older_than: float | None = None,
         finally:
             lock.release()
         deleted.append(Deleted(view.run_id, view.pipeline, view.status, view.ended_at))
+    notes.extend(_expire_cache(state, dry_run, now))
     return deleted, notes
+
+
+def _expire_cache(state: Any, dry_run: bool, now: float) -> list[str]:
+    """Cache entries past their ttl go with the runs (dagrun/cache/store.py)."""
+    from dagrun.cache.store import CacheStore, drop_expired
+
+    n = drop_expired(CacheStore(state.root), dry_run=dry_run, now=now)
+    if not n:
+        return []
+    verb = "would drop" if dry_run else "dropped"
+    return [f"{verb} {n} expired cache entr{'y' if n == 1 else 'ies'}"]
 
 
 def _delete(state: Any, run_id: str) -> None:

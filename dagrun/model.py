@@ -119,6 +119,7 @@ class TaskStatus:
     iterations: int = 0  # loop (kinds/loop.py): finished iterations
     stopped_by: str | None = None
     elements: Any = None  # a map task's kinds.fanout.Elements
+    cached_from: str | None = None  # completed by a cache hit: the run the output came from
 
 
 def task_span(state: TaskState, history: list[dict[str, Any]], starts: list[float],

@@ -126,6 +126,8 @@ class PlainReporter(QuietReporter):
         if change.new in _DONE:
             self.done += 1
         line = f"[{self.done}/{self.total}] {task_id} {change.new.value}"
+        if change.old == TaskState.PENDING and change.new == TaskState.COMPLETED:
+            line += " (cached)"  # a cache hit: the one pending -> completed move
         if change.new in (TaskState.DEAD_LETTERED, TaskState.RETRYING) and change.error:
             # The attempt's ordinal, as DAGRUN_ATTEMPT showed it to the task.
             line += f" (attempt {change.attempt or change.attempts}): {change.error.summary()}"
@@ -175,7 +177,8 @@ class LiveReporter(PlainReporter):
         done = b.count(*_DONE)
         head = Text.assemble(
             (f"{self.name} ", "bold"), f"{done}/{self.total} done: ",
-            (f"{b.count(TaskState.COMPLETED)} completed", "green"), " · ",
+            (f"{b.count(TaskState.COMPLETED)} completed", "green"),
+            f" ({b.cached} cached) · " if b.cached else " · ",
             (f"{b.count(TaskState.RUNNING)} running", "cyan"), " · ",
             (f"{b.count(TaskState.RETRYING, TaskState.FAILED)} retrying",
              "yellow" if b.count(TaskState.RETRYING, TaskState.FAILED) else ""), " · ",

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from dagrun.cache import plug as cache_plug
 from dagrun.kinds import fanout
 from dagrun.kinds import loop as loop_kind
 from dagrun.kinds import sensor as sensor_kind
@@ -66,7 +67,7 @@ def task_result(st: TaskStatus, started: float | None = None,
 
 
 def kind_extras(st: TaskStatus) -> dict[str, Any] | None:
-    return {**sensor_kind.extras(st), **loop_kind.extras(st)} or None
+    return {**sensor_kind.extras(st), **loop_kind.extras(st), **cache_plug.extras(st)} or None
 
 
 def error_text(st: TaskStatus) -> str | None:

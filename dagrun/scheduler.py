@@ -44,6 +44,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from dagrun.cache import plug as cache_plug
+from dagrun.cache.plug import CachePlug
 from dagrun.events import EventBus, Note, RunFinished, RunStarted, TaskChanged, TaskHeld
 from dagrun.executor.base import Executor, clamp_wait
 from dagrun.graph import dependents_map
@@ -93,6 +95,7 @@ class Scheduler:
         notes: list[str] | None = None,  # shown once the run has started (repairs)
         waits: EventWaits | None = None,  # tasks that wait for events (kinds/events.py)
         states: StateStore | None = None,  # state across runs (kinds/state.py)
+        cache: CachePlug | None = None,  # caching across runs (dagrun/cache/)
     ) -> None:
         self.spec = spec
         self.run_id = run_id
@@ -119,6 +122,7 @@ class Scheduler:
         self._events: list[TaskChanged] = []
         self.waits = waits
         self.states = states
+        self.cache = cache
         self._carried: dict[str, dict[str, Any]] = {}  # task -> state its completion saves
         self.fanout = fanout.Fanout(self)  # the elements of map tasks
         # Attempts of this process without a history entry: dispatched (first
@@ -205,6 +209,8 @@ class Scheduler:
         ready heap or skips it (True: skipped, and so final itself)."""
         t = self.spec.tasks[tid]
         if tid not in self.tainted and t.trigger != ONE_FAILED:
+            if self.cache is not None and self.cache.lookup(self, tid):
+                return True  # a cache hit: completed, no attempt
             self._push_ready(tid)  # every upstream completed: any other rule fires
             return False
         runs, reason, benign = decide(t.trigger, t.deps, self.status)
@@ -390,6 +396,8 @@ class Scheduler:
                 if kept is None:
                     continue  # the kind took it: the next poll / iteration is on its way
                 r = kept
+            if r.error is None and t.files_out and self.cache is not None:
+                r = self.cache.check_outputs(t, r)  # MissingOutput if one was not made
             entry = {"attempt": r.number, "started": r.started, "ended": r.ended,
                      "error": r.error.to_dict() if r.error else None}
             if r.log is not None:
@@ -469,6 +477,7 @@ class Scheduler:
             rec["saved_state"] = self._carried[tid]  # state across runs (kinds/state.py)
         sensor_kind.record_fields(st, rec)
         loop_kind.record_fields(st, rec)
+        cache_plug.record_fields(st, rec)
         return rec
 
     def result(self) -> RunResult:

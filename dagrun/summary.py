@@ -30,12 +30,15 @@ class Board:
         self.ended: dict[str, float] = {}
         self.running: dict[str, tuple[int, float]] = {}  # attempt, monotonic start
         self.cause: dict[str, str] = {}  # skipped task -> the failure that caused it
+        self.cached = 0  # cache hits: the one pending -> completed move (dagrun/cache/)
 
     def change(self, e: TaskChanged) -> None:
         old = self.state.get(e.task_id, e.old)
         self.counts[old] = self.counts.get(old, 0) - 1
         self.counts[e.new] = self.counts.get(e.new, 0) + 1
         self.state[e.task_id] = e.new
+        if e.new == TaskState.COMPLETED and e.old == TaskState.PENDING:
+            self.cached += 1
         if e.new == TaskState.RUNNING:
             self.started.setdefault(e.task_id, e.at)
             self.running[e.task_id] = (e.attempt or e.attempts, time.monotonic())
@@ -101,6 +104,9 @@ def print_summary(result: RunResult, stream: IO[str], elapsed: float, *,
     for t in result.tasks.values():
         counts[t.state] = counts.get(t.state, 0) + 1
     tally = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    cached = sum(1 for t in result.tasks.values() if (t.extra or {}).get("cached"))
+    if cached:
+        tally += f", {cached} cached"
     rows = summary_rows(result, board)
     more = len(result.tasks) - min(len(rows), SUMMARY_LINES)
     rows = rows[:SUMMARY_LINES]
@@ -126,7 +132,8 @@ def print_summary(result: RunResult, stream: IO[str], elapsed: float, *,
         for tid in rows:
             t = result.tasks[tid]
             colour = colours.get(t.state, "white")
-            table.add_row(tid, f"[{colour}]{t.state}[/{colour}]", *when(tid), str(t.attempts),
+            state = t.state + (" (cached)" if (t.extra or {}).get("cached") else "")
+            table.add_row(tid, f"[{colour}]{state}[/{colour}]", *when(tid), str(t.attempts),
                           _one_line(t.error or "", 120), end_section=False)
         console = Console(file=stream)
         if rows:
@@ -142,7 +149,8 @@ def print_summary(result: RunResult, stream: IO[str], elapsed: float, *,
             start, took = when(tid)
             head = f"  {start + ' ' if start else ''}{tid}: {t.state}"
             detail = ", ".join(x for x in (
-                took, f"{t.attempts} attempts" if t.attempts > 1 else "") if x)
+                took, f"{t.attempts} attempts" if t.attempts > 1 else "",
+                "cached" if (t.extra or {}).get("cached") else "") if x)
             line = head + (f" ({detail})" if detail else "")
             if t.error:  # "skipped: upstream task 'b' failed" says its state already
                 text = _one_line(t.error, 160)

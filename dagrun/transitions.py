@@ -4,7 +4,7 @@ The scheduler's one transition point (Scheduler._transition) and resume's
 repair (store/repair.py) both check every change against this table, so a
 state change nobody planned for is a loud bug, not a silently odd record.
 
-    pending ──► running ──► completed
+    pending ──► running ──► completed  (pending ──► completed: a cache hit)
        │  ▲        │ ├────► retrying ──► pending (its delay is over)
        │  │        │ ├────► skipped (its condition was false: no attempt used)
        │  │        │ ├────► dead_lettered (failed for good)
@@ -29,7 +29,7 @@ P, R, RT, C, F, D, S, X = (TaskState.PENDING, TaskState.RUNNING, TaskState.RETRY
                            TaskState.SKIPPED, TaskState.CANCELLED)
 
 ALLOWED: dict[TaskState, frozenset[TaskState]] = {
-    P: frozenset({R, S, D, X, RT}),
+    P: frozenset({R, S, D, X, RT, C}),  # C: a cache hit (dagrun/cache/), no attempt
     R: frozenset({C, RT, D, X, P, S}),  # P: cut short by dagrun itself, to run again
     RT: frozenset({P, X, S}),
     F: frozenset({P}),

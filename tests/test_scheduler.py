@@ -327,8 +327,9 @@ def test_the_transition_table_rejects_an_illegal_move(tmp_path: Path) -> None:
     p = Pipeline("illegal")
     p.task("t", "m:f")
     sched, _, _, _ = make(tmp_path, p, ok)
-    with pytest.raises(IllegalTransition, match="pending -> completed"):
-        sched._transition("t", TaskState.COMPLETED, output=1)
+    # (pending -> completed is legal since caching: a cache hit needs no attempt.)
+    with pytest.raises(IllegalTransition, match="pending -> failed"):
+        sched._transition("t", TaskState.FAILED)
 
 
 def test_a_failing_listener_is_switched_off_and_the_run_goes_on(

@@ -28,7 +28,7 @@ import sys
 
 import click
 
-from dagrun.cli import breaker, dlq, gc, history, logs, patterns, report, run
+from dagrun.cli import breaker, cache, dlq, gc, history, logs, patterns, report, run
 from dagrun.cli.output import fill_closed_std_fds, flush_std_streams, say
 from dagrun.cli.signals import Terminated, install_handlers, interrupted
 from dagrun.errors import EXIT_USAGE, DagrunError
@@ -51,6 +51,7 @@ cli.add_command(history.runs)
 cli.add_command(history.status)
 cli.add_command(gc.gc)
 cli.add_command(breaker.breaker)
+cli.add_command(cache.cache)
 cli.add_command(report.report)
 cli.add_command(logs.logs)
 

@@ -39,6 +39,8 @@ def logs(run_id: str, task: str, attempt: int | None, follow: bool, state_dir: s
         known = sorted(logs_mod.attempts(info.path, task))
         what = (f"no attempt {attempt}" if attempt else "no attempt yet")
         have = f" (attempts: {', '.join(map(str, known))})" if known else ""
+        if not known and attempt is None and (have := _cached(state_dir, run_id, task)):
+            what = "no attempt"  # a cache hit: it never will
         raise UsageError(f"task {task!r} of run {run_id!r} in {state.root} has {what}{have}")
     if not follow:
         if where.path is not None:
@@ -77,3 +79,13 @@ def _follow(info: RunInfo, task: str, number: int, write: Callable[[bytes], None
         if where is None or where.finished or not live:
             return
         time.sleep(FOLLOW_POLL)
+
+
+def _cached(state_dir: str, run_id: str, task: str) -> str:
+    """Where the output of a cache hit (no attempt in this run) came from."""
+    from dagrun import api
+
+    extra = api.status(run_id, state_dir=state_dir).tasks[task].extra or {}
+    source = extra.get("cached_from")
+    return (f": its result came from the cache, made by run {source} (`dagrun logs "
+            f"{source} {task}`)" if source else "")

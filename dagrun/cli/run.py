@@ -45,11 +45,15 @@ from dagrun.cli.progress import progress
               "everything downstream of it (repeatable).")
 @click.option("--until", multiple=True, metavar="TASK", help="Run this task and what it needs "
               "(repeatable); with --from: only the tasks between them.")
+@click.option("--no-cache", is_flag=True, help="Use no cached result in this run: every task "
+              "runs (results of tasks with `cache` are still stored).")
+@click.option("--refresh", "refresh", multiple=True, metavar="TASK", help="Run TASK even if "
+              "its result is cached, and store the new result (repeatable).")
 def run(spec: str, state_dir: str, json_mode: bool, quiet: bool, run_id: str | None,
         workers: int | None, durability: str | None, deadline: str | None,
         if_running: str | None, wait_timeout: str | None, params: tuple[str, ...],
         metrics_file: str | None, only: tuple[str, ...], from_: tuple[str, ...],
-        until: tuple[str, ...]) -> int:
+        until: tuple[str, ...], no_cache: bool, refresh: tuple[str, ...]) -> int:
     """Validate SPEC, then execute a new run of it."""
     from dagrun import api
     from dagrun.errors import PipelineBusy
@@ -64,6 +68,7 @@ def run(spec: str, state_dir: str, json_mode: bool, quiet: bool, run_id: str | N
                          if_running=if_running, params=parsed_params(params),
                          wait_timeout=duration(wait_timeout, "--wait-timeout"),
                          metrics_file=metrics_file, only=only, from_=from_, until=until,
+                         no_cache=no_cache, refresh=refresh,
                          reporter=progress.reporter_for(run_id, state_dir, json_mode, quiet))
     except PipelineBusy as exc:
         progress.decided = True

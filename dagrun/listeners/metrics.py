@@ -60,7 +60,7 @@ class MetricsListener:
         self.states: dict[str, TaskState] = {}
         self.counts = dict.fromkeys(
             ("started", "completed", "failed", "dead_lettered", "retries", "skipped",
-             "timeouts", "cancelled"), 0)
+             "timeouts", "cancelled", "cached"), 0)
         self.running_since: dict[str, float] = {}  # task -> wall clock of its attempt's start
         self.task_seconds: dict[str, float] = {}  # task -> its last finished attempt's length
         self.last_success: float | None = None
@@ -105,6 +105,8 @@ class MetricsListener:
             self.task_seconds[ev.task_id] = max(0.0, ev.at - began)
         if new == TaskState.COMPLETED:
             counts["completed"] += 1
+            if ev.old == TaskState.PENDING:  # the one move of a cache hit (dagrun/cache/)
+                counts["cached"] += 1
         elif new == TaskState.RETRYING:
             if ev.old == TaskState.RUNNING:
                 counts["failed"] += 1
@@ -167,6 +169,7 @@ class MetricsListener:
             ("task_timeouts", "timeouts", "Task attempts stopped by their timeout"),
             ("tasks_skipped", "skipped", "Tasks skipped because an upstream task failed"),
             ("tasks_cancelled", "cancelled", "Tasks cancelled by a signal or the deadline"),
+            ("tasks_cached", "cached", "Tasks completed by a cache hit, without an attempt"),
         )
         for name, key, doc in counters:
             fam = CounterMetricFamily(f"dagrun_{name}", f"{doc}, in this run or resume.",

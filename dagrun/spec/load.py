@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dagrun.cache.spec import parse_cache, task_keys
 from dagrun.durations import parse_size
 from dagrun.errors import SpecError
 from dagrun.kinds import loop as loop_kind
@@ -51,10 +52,10 @@ PIPELINE_KEYS = ("name", "description", "workers", "deadline", "durability",
 POLICY_KEYS = (
     "timeout", "timeout_grace", "retries", "retry_delay", "retry_backoff", "retry_max_delay",
     "retry_jitter", "retry_on", "no_retry_on", "priority", "memory_limit", "breaker",
-    "event_timeout", "trigger", "map_allow_failures",
+    "event_timeout", "trigger", "map_allow_failures", "cache",
 )
 TASK_KEYS = ("call", "deps", "inputs", "kwargs", "when", *POLICY_KEYS, "wait_for", "sensor",
-             "repeat", "map")
+             "repeat", "map", "files_in", "files_out")
 BREAKER_KEYS = ("failure_threshold", "cooldown", "success_threshold", "max_wait")
 
 
@@ -318,6 +319,8 @@ def _parse_task(tid: str, tdoc: Any, defaults: Mapping[str, Any],
         policy = {**policy, **_sensor_repeat(tdoc, ctx)}
     fanout = parse_map(tdoc, defaults, ctx, inputs, kwargs) if "map" in tdoc or (
         "map_allow_failures" in tdoc) else {}
+    if not _FILES_KEYS.isdisjoint(tdoc):
+        fanout = {**fanout, **task_keys(tdoc, ctx)}
     return TaskSpec(id=tid, call=call, deps=tuple(deps), inputs=dict(inputs), kwargs=kwargs,
                     when=parse_when(tdoc, ctx), **policy, **fanout)
 
@@ -332,6 +335,7 @@ _TASK_KEY_SET = frozenset(TASK_KEYS)
 _ABSENT: Any = object()
 _POLICY_SET = frozenset(POLICY_KEYS)
 _PC_KEYS = frozenset(("sensor", "repeat"))
+_FILES_KEYS = frozenset(("files_in", "files_out", "cache"))
 
 
 def _sensor_repeat(tdoc: Mapping[str, Any], ctx: str) -> dict[str, Any]:
@@ -389,6 +393,7 @@ def _parse_policy(merged: Mapping[str, Any], breakers: Mapping[str, BreakerSpec]
             retry_on=retry_on, no_retry_on=no_retry_on,
         ),
         memory_limit=memory_limit, breaker=breaker, trigger=parse_trigger(merged, ctx),
+        cache=parse_cache(merged, ctx),
     )
 
 

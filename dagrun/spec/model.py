@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from dagrun.cache.spec import CachePolicy
     from dagrun.kinds.loop import RepeatSpec
     from dagrun.kinds.sensor import SensorSpec
 
@@ -58,6 +59,9 @@ class TaskSpec:
     # The kwargs before substitution, kept only for a task that reads a secret
     # param: the snapshot stores this instead of the resolved kwargs (params.py).
     template: Mapping[str, Any] | None = None
+    cache: CachePolicy | None = None  # caching across runs (dagrun/cache/)
+    files_in: tuple[str, ...] = ()  # paths/globs relative to the spec's folder
+    files_out: tuple[str, ...] = ()
 
     def definition(self) -> dict[str, Any]:
         """What decides the task's output: a change here means the task must re-run."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from dagrun.cache.spec import from_dict as cache_from_dict
 from dagrun.kinds import loop as loop_kind
 from dagrun.kinds import sensor as sensor_kind
 from dagrun.spec.model import BreakerSpec, PipelineSpec, RetryPolicy, TaskSpec
@@ -54,7 +55,9 @@ def from_dict(data: Mapping[str, Any]) -> PipelineSpec:
             when=get(t, "when"), sensor=sensor_kind.from_dict(get(t, "sensor")),
             repeat=loop_kind.from_dict(get(t, "repeat")), map=get(t, "map"),
             map_allow_failures=get(t, "map_allow_failures", False),
-            template=get(t, "kwargs") if get(t, "template") else None)
+            template=get(t, "kwargs") if get(t, "template") else None,
+            cache=cache_from_dict(get(t, "cache")), files_in=tuple(get(t, "files_in", ())),
+            files_out=tuple(get(t, "files_out", ())))
     breakers = {n: BreakerSpec(**b) for n, b in data.get("breakers", {}).items()}
     return PipelineSpec(
         name=data["name"], tasks=tasks, workers=data.get("workers"),
@@ -109,6 +112,12 @@ def _task_dict(t: TaskSpec) -> dict[str, Any]:
     if t.map is not None:
         d["map"] = t.map
         d["map_allow_failures"] = t.map_allow_failures
+    if t.cache is not None:
+        d["cache"] = t.cache.to_dict()
+    if t.files_in:
+        d["files_in"] = list(t.files_in)
+    if t.files_out:
+        d["files_out"] = list(t.files_out)
     r = t.retry
     if r != _DEFAULT_RETRY:
         d["retry"] = {"retries": r.retries, "delay": r.delay, "backoff": r.backoff,

@@ -208,6 +208,9 @@ def _well_formed(rec: dict[str, Any], limit: float) -> bool:
         return False
     if "number" in rec and not _count(rec["number"], 1):
         return False
+    if "cached_from" in rec and not (state == "completed"
+                                     and isinstance(rec["cached_from"], str)):
+        return False
     if "saved_state" in rec and not (state == "completed" and isinstance(rec["saved_state"], dict)):
         return False
     if not (sensor_kind.well_formed(rec, _count, _number) and loop_kind.well_formed(rec, _count)):
@@ -289,6 +292,7 @@ def repair(spec: PipelineSpec, folded: Folded, *, retry: Iterable[str] = (),
             restore(tid, st, state, TaskState.COMPLETED)
             st.attempts = attempts
             st.output = rec["output"]
+            st.cached_from = rec.get("cached_from")
         elif state == TaskState.DEAD_LETTERED:
             if tid in retry:
                 restore(tid, st, state, TaskState.PENDING)
