@@ -34,6 +34,7 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
     scheduler loop on it: shared by run and resume."""
     from dagrun.callables import add_import_paths
     from dagrun.events import EventBus
+    from dagrun.executor import choice
     from dagrun.executor.base import create
     from dagrun.history import clear_live, mark_live
     from dagrun.kinds.state import StateStore
@@ -69,10 +70,11 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
             bus.add(MetricsListener(metrics_file, state_root(info)))
         gate = breaker_gate(info, spec, notify=bus.note)
         try:
-            executor = create(settings.get("executor") or "local", {
+            executor = create(*choice.settings_for(settings.get("executor") or "local",
+                                                   settings, spec, info.path, {
                 "workers": settings["workers"], "base_dir": spec.base_dir,
                 "max_tasks_per_worker": spec.max_tasks_per_worker,
-                "notify": bus.note, **task_logs(info, bus)})
+                "notify": bus.note, **task_logs(info, bus)}))
             try:
                 with _signals_to(token, executor):
                     executor.start()
