@@ -69,12 +69,12 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
 
             bus.add(MetricsListener(metrics_file, state_root(info)))
         gate = breaker_gate(info, spec, notify=bus.note)
+        settings = choice.prepare(settings, spec, info.path)  # the backend and its settings
         try:
-            executor = create(*choice.settings_for(settings.get("executor") or "local",
-                                                   settings, spec, info.path, {
+            executor = create(settings.get("executor") or "local", {
                 "workers": settings["workers"], "base_dir": spec.base_dir,
                 "max_tasks_per_worker": spec.max_tasks_per_worker,
-                "notify": bus.note, **task_logs(info, bus)}))
+                "notify": bus.note, **task_logs(info, bus)})
             try:
                 with _signals_to(token, executor):
                     executor.start()

@@ -59,6 +59,8 @@ def executor_lost(sched: Scheduler, exc: ExecutorLost) -> ExecutorLost:
     error to exit with (5) says how to go on."""
     from dagrun.store.records import RUN_FORMAT
 
+    if all(st.state in FINAL_STATES for st in sched.status.values()):
+        return _lost_line(sched, exc)  # already stopped and recorded (e.g. by a cancel)
     if sched.cancel.reason is None:
         sched.cancel.request("executor lost")
     now = sched.wall()
@@ -73,6 +75,10 @@ def executor_lost(sched: Scheduler, exc: ExecutorLost) -> ExecutorLost:
     sched._commit()
     sched.journal.append([{"v": RUN_FORMAT, "kind": "run", "status": sched.result().status,
                            "reason": sched.cancel.reason, "at": now}])
+    return _lost_line(sched, exc)
+
+
+def _lost_line(sched: Scheduler, exc: ExecutorLost) -> ExecutorLost:
     return ExecutorLost(f"{exc}; tasks in flight were cancelled (their attempts do not "
                         f"count): `dagrun resume {sched.run_id}` continues the run "
                         "(add --executor local to run the rest here)")

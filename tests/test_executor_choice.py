@@ -164,3 +164,27 @@ def test_resume_and_dlq_retry_on_dask_without_distributed(cli, write):
     r = without_distributed("dlq", "retry", "r1", "--json", "--executor", "local")
     assert r.returncode == 1, r.stderr
     assert orjson.loads(r.stdout)["tasks"]["a"]["attempts"] == 1
+
+
+def test_prepare_gives_the_dask_backend_its_settings(write, tmp_path, monkeypatch):
+    from dagrun.executor import base
+    from dagrun.spec import load_spec
+
+    monkeypatch.setitem(base.BACKENDS, "dask", "dagrun.executor.dask_client:DaskExecutor")
+    write("flowmod.py", "def f(): return 1\n")
+    spec = load_spec(write("p.toml", '[tasks.a]\ncall = "flowmod:f"\n'))
+    run_path = tmp_path / "state" / "runs" / "r1"
+    run_path.mkdir(parents=True)
+    local = choice.prepare({"workers": 2, "executor": "local"}, spec, run_path)
+    assert local == {"workers": 2, "executor": "local"}
+    got = choice.prepare({"workers": 2, "executor": "tcp://10.1.2.3:8786",
+                          "executor_timeout": 7.5}, spec, run_path)
+    assert got["executor"] == "dask" and got["address"] == "tcp://10.1.2.3:8786"
+    assert got["connect_timeout"] == 7.5
+    assert got["scratch_dir"] == str(run_path / "dask")
+    assert Path(got["ship"]).parent == run_path / "dask"
+    import zipfile
+
+    assert zipfile.ZipFile(got["ship"]).namelist() == ["flowmod.py"]
+    own = choice.prepare({"workers": 3, "executor": "dask"}, spec, run_path)
+    assert own["address"] is None and own["connect_timeout"] == choice.DEFAULT_TIMEOUT

@@ -107,21 +107,30 @@ def run_settings(given: str | None, timeout_s: float | None, fallback: str | Non
             "executor_timeout": timeout(timeout_s, stored.get("executor_timeout"))}
 
 
-def settings_for(choice: str, settings: Mapping[str, Any], spec: Any, run_path: Path,
-                 local: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The backend name and the settings create() builds it from: `local` (what
-    every backend takes) plus, for dask, where to reach it and what to ship."""
-    name = backend_name(choice)
+def prepare(settings: Mapping[str, Any], spec: Any, run_path: Path) -> dict[str, Any]:
+    """The run's settings for the executor factory: `executor` becomes the backend's
+    name, and for dask the settings it reads are added (those already given, e.g.
+    by a library caller, are kept): `address` (None: start a LocalCluster),
+    `connect_timeout`, `scratch_dir` (under the run's folder: Dask's scratch and
+    uploads stay in the state dir) and `ship` (the zip of the pipeline's own
+    code, executor/shipping.py, or None)."""
+    chosen = settings.get("executor") or "local"
+    name = backend_name(chosen)
+    out = {**settings, "executor": name}
     if name == "local":
-        return name, local
-    require(choice)
+        return out
+    require(chosen)
     from dagrun.executor.shipping import build_zip
     from dagrun.store.fs import make_private_dir
 
-    scratch = run_path / "dask"
+    if chosen != "dask":
+        out["address"] = chosen
+    out.setdefault("address", None)
+    out.setdefault("connect_timeout", timeout(None, settings.get("executor_timeout")))
+    scratch = Path(out.get("scratch_dir") or run_path / "dask")
     make_private_dir(scratch)
-    state_root = run_path.parent.parent  # STATE_DIR/runs/RUN_ID -> STATE_DIR
-    return name, {**local, "address": None if choice == "dask" else choice,
-                  "connect_timeout": timeout(None, settings.get("executor_timeout")),
-                  "scratch_dir": str(scratch),
-                  "ship": build_zip(spec, scratch, exclude=[state_root])}
+    out["scratch_dir"] = str(scratch)
+    if "ship" not in out:
+        state_root = run_path.parent.parent  # STATE_DIR/runs/RUN_ID -> STATE_DIR
+        out["ship"] = build_zip(spec, scratch, exclude=[state_root])
+    return out
