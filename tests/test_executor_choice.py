@@ -188,3 +188,19 @@ def test_prepare_gives_the_dask_backend_its_settings(write, tmp_path, monkeypatc
     assert zipfile.ZipFile(got["ship"]).namelist() == ["flowmod.py"]
     own = choice.prepare({"workers": 3, "executor": "dask"}, spec, run_path)
     assert own["address"] is None and own["connect_timeout"] == choice.DEFAULT_TIMEOUT
+
+
+def test_the_python_api_takes_executor(write):
+    from dagrun import api
+    from dagrun.errors import UsageError
+
+    spec = write("p.toml", SPEC.format(executor='executor = "dask"', sleep=0))
+    with pytest.raises(UsageError, match="--executor must be"):
+        api.run(spec, executor="kubernetes")
+    state = os.environ["DAGRUN_STATE_DIR"]
+    result = api.run(spec, run_id="a1", state_dir=state, executor="local", executor_timeout=5)
+    assert result.status == "succeeded"
+    meta = StateDir(os.environ["DAGRUN_STATE_DIR"]).open_run("a1").meta["settings"]
+    assert (meta["executor"], meta["executor_timeout"]) == ("local", 5.0)
+    with pytest.raises(UsageError, match="--executor-timeout must be positive"):
+        api.run(spec, state_dir=state, executor="local", executor_timeout=-1)
