@@ -22,8 +22,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from dagrun.callables import import_dirs
-
 # Never shipped: the workers have their own dagrun, which a copy would shadow.
 NEVER = frozenset({"dagrun", "__future__"})
 _SKIP_DIRS = frozenset({"__pycache__", ".git", ".hg", ".svn", "node_modules"})
@@ -60,7 +58,8 @@ def _forbidden(path: Path, excluded: list[Path]) -> bool:
 def select(spec: Any, exclude: Iterable[str | os.PathLike[str]] = ()) -> dict[str, Path]:
     """Archive name -> file, for every file to ship (empty: nothing to ship)."""
     excluded = [Path(e).resolve() for e in exclude] + installed_roots()
-    roots = [Path(d).resolve() for d in import_dirs(spec)]
+    # The folders the spec makes importable (callables.import_dirs), in order.
+    roots = [Path(d).resolve() for d in (spec.base_dir, *spec.python_path) if d]
     roots = [r for r in dict.fromkeys(roots) if r.is_dir() and not _forbidden(r, excluded)]
     files: dict[str, Path] = {}
     seen: set[str] = set()
