@@ -34,6 +34,7 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
     scheduler loop on it: shared by run and resume."""
     from dagrun.callables import add_import_paths
     from dagrun.events import EventBus
+    from dagrun.executor import choice
     from dagrun.executor.base import create
     from dagrun.history import clear_live, mark_live
     from dagrun.kinds.state import StateStore
@@ -71,6 +72,7 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
         cache = cache_plug(info, spec, statuses, settings)
         if cache is not None:
             bus.add(cache)  # stores the completions of tasks that missed
+        settings = choice.prepare(settings, spec, info.path)  # the backend and its settings
         try:
             executor = create(settings.get("executor") or "local", {
                 "workers": settings["workers"], "base_dir": spec.base_dir,

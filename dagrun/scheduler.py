@@ -46,6 +46,7 @@ from typing import Any
 
 from dagrun.cache import plug as cache_plug
 from dagrun.cache.plug import CachePlug
+from dagrun.errors import ExecutorLost
 from dagrun.events import EventBus, Note, RunFinished, RunStarted, TaskChanged, TaskHeld
 from dagrun.executor.base import Executor, clamp_wait
 from dagrun.graph import dependents_map
@@ -60,7 +61,7 @@ from dagrun.kinds.triggers import CONDITION_FALSE, ONE_FAILED, decide
 from dagrun.model import FINAL_STATES, Attempt, AttemptResult, RunResult, TaskState, TaskStatus
 from dagrun.results import run_result
 from dagrun.retry import retry_delay, should_retry
-from dagrun.scheduling import CancelToken, Gate, gate_due
+from dagrun.scheduling import CancelToken, Gate, executor_lost, gate_due
 from dagrun.spec import PipelineSpec
 from dagrun.store.journal import Journal
 from dagrun.store.records import RUN_FORMAT
@@ -245,6 +246,12 @@ class Scheduler:
     # ------------------------------------------------------------ the loop
 
     def run(self) -> RunResult:
+        try:
+            return self._run()
+        except ExecutorLost as exc:  # what was in flight is cut short, not failed
+            raise executor_lost(self, exc) from None
+
+    def _run(self) -> RunResult:
         for line in self.notes:
             self.bus.emit(Note(line, "repair"))
         self.bus.emit(RunStarted(self.run_id, self.spec,
