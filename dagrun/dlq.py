@@ -232,6 +232,9 @@ class DeadLetterOffice:
             if st is not None and st.state == TaskState.COMPLETED:
                 self.on_completed(tid, st)
 
+    # The only task changes it acts on (events.py skips the others).
+    task_states = frozenset({TaskState.DEAD_LETTERED, TaskState.COMPLETED})
+
     def on_event(self, event: Event) -> None:
         if isinstance(event, TaskChanged):
             if event.new == TaskState.DEAD_LETTERED:

@@ -118,10 +118,10 @@ def task_logs(info: RunInfo, bus: Any) -> dict[str, Any]:
 
 def breaker_gate(info: RunInfo, spec: PipelineSpec, notify: Any = None) -> Any:
     """The circuit breakers guarding the spec's tasks, as the scheduler's gate."""
-    from dagrun.breaker import BreakerGate, BreakerStore
-
     if not any(t.breaker for t in spec.tasks.values()):
         return None
+    from dagrun.breaker import BreakerGate, BreakerStore
+
     return BreakerGate(spec, BreakerStore(state_root(info)), notify=notify)
 
 

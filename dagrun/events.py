@@ -89,6 +89,12 @@ Event: TypeAlias = ("RunStarted | TaskChanged | TaskHeld | Note | TaskOutput | R
 
 
 class Listener(Protocol):
+    """Optionally also `task_states`: the states whose TaskChanged events the
+    listener acts on (the bus does not call it for the others; absent or None:
+    all of them). Every task changes state at least twice, so a listener that
+    ignores most changes (the dead-letter office, the run log at its default
+    level, the quiet display) should say so."""
+
     def on_event(self, event: Event) -> None: ...
 
 
@@ -98,12 +104,24 @@ class EventBus:
     def __init__(self, listeners: Iterable[Any] = ()) -> None:
         self.listeners: list[Any] = [lst for lst in listeners if lst is not None]
         self.disabled: list[tuple[Any, BaseException]] = []
+        self._by_state: dict[TaskState, list[Any]] = {}  # TaskChanged.new -> its listeners
 
     def add(self, listener: Any) -> None:
         self.listeners.append(listener)
+        self._by_state = {}
+
+    def _changed_listeners(self, new: TaskState) -> list[Any]:
+        out = [lst for lst in self.listeners
+               if (states := getattr(lst, "task_states", None)) is None or new in states]
+        self._by_state[new] = out
+        return out
 
     def emit(self, event: Event) -> None:
-        for listener in self.listeners:
+        listeners = self.listeners
+        if type(event) is TaskChanged:
+            by_state = self._by_state.get(event.new)
+            listeners = self._changed_listeners(event.new) if by_state is None else by_state
+        for listener in listeners:
             try:
                 listener.on_event(event)
             except StateIOError:
@@ -142,6 +160,7 @@ class EventBus:
             return
         # Rebuilt, not removed in place: emit() may be iterating the old list.
         self.listeners = [lst for lst in self.listeners if lst is not listener]
+        self._by_state = {}
         self.disabled.append((listener, exc))
         name = getattr(listener, "name", type(listener).__name__)
         if sys.stderr is None:  # started with stderr closed: print() would pick stdout

@@ -128,6 +128,14 @@ def task_span(state: TaskState, history: list[dict[str, Any]], starts: list[floa
     task with no finished attempt (one in flight, one cut short by a cancel),
     so a run's result, a stored result and `status` agree; `ends` adds the
     end of an attempt cut short."""
+    if len(history) == 1 and not ends:  # one attempt, the common case: no lists
+        h = history[0]
+        first, last = h.get("started"), h.get("ended")
+        if first:
+            started = round(first, 3)
+            if state not in FINAL_STATES or not last:
+                return started, None
+            return started, round(max(last, started), 3)
     starts = [h["started"] for h in history if h.get("started")] or starts
     ends = [h["ended"] for h in history if h.get("ended")] + ends
     if not starts:

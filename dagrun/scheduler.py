@@ -71,6 +71,8 @@ LISTENER_TICK = 0.25
 # States after which a task's dependents may be decided (cancelled is final
 # too, but only when the run stops).
 SETTLED = frozenset({TaskState.COMPLETED, TaskState.DEAD_LETTERED, TaskState.SKIPPED})
+# A state's value by a dict lookup: Enum's `.value` is a descriptor call, per record.
+_VALUE = {s: s.value for s in TaskState}
 
 
 class Scheduler:
@@ -137,16 +139,17 @@ class Scheduler:
         old = apply_transition(tid, st, new)
         for name, value in fields.items():
             setattr(st, name, value)
-        self._records.append(self._record(
-            tid, attempt=attempt, output="output" in fields,
-            number=number if new == TaskState.RUNNING else None))
+        rec = self._record(tid, st, attempt, "output" in fields,
+                           number if new is TaskState.RUNNING else None)
+        self._records.append(rec)
         if number is None and attempt is not None:
             number = attempt.get("attempt")
         self._events.append(TaskChanged(
             tid, old, new, st.attempts, number,
-            st.error if new not in (TaskState.COMPLETED, TaskState.PENDING) else None,
-            st.reason if new in (TaskState.SKIPPED, TaskState.CANCELLED) else None,
-            self._records[-1]["at"]))
+            st.error if new is not TaskState.COMPLETED and new is not TaskState.PENDING
+            else None,
+            st.reason if new is TaskState.SKIPPED or new is TaskState.CANCELLED else None,
+            rec["at"]))
 
     def _commit(self, *, sync: bool = True) -> None:
         """Append the queued records in one write, *then* tell the listeners."""
@@ -299,12 +302,13 @@ class Scheduler:
         batch: list[Attempt] = []
         free = self.executor.free_slots()
         tasks = self.spec.tasks
-        while free > 0 and (self.ready or self.fanout.ready):
-            if self.fanout.first(self.ready[0] if self.ready else None):
-                batch.append(self.fanout.next_attempt())
+        ready, fan = self.ready, self.fanout
+        while free > 0 and (ready or fan.ready):
+            if fan.ready and fan.first(ready[0] if ready else None):
+                batch.append(fan.next_attempt())
                 free -= 1
                 continue
-            _, _, tid = heapq.heappop(self.ready)
+            _, _, tid = heapq.heappop(ready)
             st = self.status[tid]
             if st.state != TaskState.PENDING:
                 continue
@@ -446,29 +450,33 @@ class Scheduler:
 
     # ------------------------------------------------------------ records
 
-    def _record(self, tid: str, *, attempt: dict[str, Any] | None = None,
-                output: bool = False, number: int | None = None) -> dict[str, Any]:
-        st = self.status[tid]
-        rec: dict[str, Any] = {"v": RUN_FORMAT, "task": tid, "state": st.state.value,
+    def _record(self, tid: str, st: TaskStatus, attempt: dict[str, Any] | None,
+                output: bool, number: int | None) -> dict[str, Any]:
+        state = st.state
+        rec: dict[str, Any] = {"v": RUN_FORMAT, "task": tid, "state": _VALUE[state],
                                "attempts": st.attempts, "at": self.wall()}
         if output:
             rec["output"] = st.output
-        if st.error is not None and st.state != TaskState.COMPLETED:
+        if st.error is not None and state is not TaskState.COMPLETED:
             rec["error"] = st.error.to_dict()
-        if st.reason and st.state in (TaskState.SKIPPED, TaskState.CANCELLED):
+        if st.reason and (state is TaskState.SKIPPED or state is TaskState.CANCELLED):
             rec["reason"] = st.reason
-            if st.benign and st.state == TaskState.SKIPPED:
+            if st.benign and state is TaskState.SKIPPED:
                 rec["benign"] = True  # not caused by a failure: the run can succeed
         if attempt is not None:
             rec["attempt"] = attempt
         if number is not None:
             rec["number"] = number
-        if st.state in (TaskState.RETRYING, TaskState.CANCELLED) and st.retry_at is not None:
+        if st.retry_at is not None and (state is TaskState.RETRYING
+                                        or state is TaskState.CANCELLED):
             rec["retry_at"] = st.retry_at
         if output and tid in self._carried:
             rec["saved_state"] = self._carried[tid]  # state across runs (kinds/state.py)
-        sensor_kind.record_fields(st, rec)
-        loop_kind.record_fields(st, rec)
+        # The kinds' own fields (their tests, inlined: this runs for every record).
+        if st.polls or st.sensor_started is not None:
+            sensor_kind.record_fields(st, rec)
+        if st.iterations or st.stopped_by is not None:
+            loop_kind.record_fields(st, rec)
         return rec
 
     def result(self) -> RunResult:
