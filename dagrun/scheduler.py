@@ -142,6 +142,8 @@ class Scheduler:
         rec = self._record(tid, st, attempt, "output" in fields,
                            number if new is TaskState.RUNNING else None)
         self._records.append(rec)
+        if not self.bus.listens(new):
+            return  # e.g. `running` with the quiet display: no event to build
         if number is None and attempt is not None:
             number = attempt.get("attempt")
         self._events.append(TaskChanged(
@@ -283,20 +285,20 @@ class Scheduler:
         return result
 
     def _wait_time(self, now: float) -> float | None:
-        waits: list[float | None] = [LISTENER_TICK]
+        # The nearest of the due times (no list built: this runs once per loop).
+        wait = LISTENER_TICK
         if self.timers:
-            waits.append(self.timers[0][0] - now)
+            wait = min(wait, self.timers[0][0] - now)
         if self.fanout.timers:
-            waits.append(self.fanout.timers[0][0] - now)
+            wait = min(wait, self.fanout.timers[0][0] - now)
         if self.deadline_at is not None:
-            waits.append(self.deadline_at - now)
-        if self.gate is not None:
-            waits.append(self.gate.wait_time())
-        if self.waits is not None:
-            waits.append(self.waits.wait_time())
-        waits.append(self.journal.sync_due_in())
-        finite = [max(0.0, w) for w in waits if w is not None]
-        return clamp_wait(min(finite)) if finite else None  # epoll overflows at ~24.8 d
+            wait = min(wait, self.deadline_at - now)
+        for due in (None if self.gate is None else self.gate.wait_time(),
+                    None if self.waits is None else self.waits.wait_time(),
+                    self.journal.sync_due_in()):
+            if due is not None:
+                wait = min(wait, due)
+        return clamp_wait(max(0.0, wait))  # epoll overflows at ~24.8 d
 
     def _dispatch(self) -> None:
         batch: list[Attempt] = []
