@@ -76,4 +76,4 @@ class Chain:
         body = orjson.dumps(rec, option=orjson.OPT_NON_STR_KEYS)
         digest = hashlib.sha256(body).hexdigest()
         heads[tid] = digest[:SHORT_DIGEST]
-        return b"%s %s\n" % (digest.encode("ascii"), body)
+        return digest.encode("ascii") + b" " + body + b"\n"
