@@ -32,7 +32,8 @@ disk.
 Costs are per event, not per task: the ready set is a heap, dependency counts
 are decremented as upstreams become final, a trigger rule looks at a task's
 upstreams once, when the last of them is final, and records are appended, never
-re-read.
+re-read. That bookkeeping (prepare, decide, release) is in readiness.py, a
+base class of Scheduler.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ from dagrun.kinds import sensor as sensor_kind
 from dagrun.kinds import state as carried_state
 from dagrun.kinds.events import EventWaits
 from dagrun.kinds.state import StateStore
-from dagrun.kinds.triggers import CONDITION_FALSE, ONE_FAILED, decide
+from dagrun.kinds.triggers import CONDITION_FALSE
 from dagrun.model import FINAL_STATES, Attempt, AttemptResult, RunResult, TaskState, TaskStatus
+from dagrun.readiness import Readiness
 from dagrun.results import run_result
 from dagrun.retry import retry_delay, should_retry
 from dagrun.scheduling import CancelToken, Gate, gate_due
@@ -68,14 +70,11 @@ from dagrun.transitions import apply as apply_transition
 # time passing (the live display's clock, a metrics file) refresh without a
 # thread of their own; 4 wake-ups a second cost nothing measurable.
 LISTENER_TICK = 0.25
-# States after which a task's dependents may be decided (cancelled is final
-# too, but only when the run stops).
-SETTLED = frozenset({TaskState.COMPLETED, TaskState.DEAD_LETTERED, TaskState.SKIPPED})
 # A state's value by a dict lookup: Enum's `.value` is a descriptor call, per record.
 _VALUE = {s: s.value for s in TaskState}
 
 
-class Scheduler:
+class Scheduler(Readiness):
     def __init__(
         self,
         spec: PipelineSpec,
@@ -162,84 +161,6 @@ class Scheduler:
             events, self._events = self._events, []
             for event in events:
                 self.bus.emit(event)
-
-    # ------------------------------------------------------------ set-up
-
-    def _prepare(self) -> None:
-        """Counts of upstreams not yet final, from the current states (a resume
-        starts from any mix); tasks with none are decided at once."""
-        tasks = self.spec.tasks
-        status = self.status
-        for tid, t in tasks.items():
-            st = status[tid]
-            if st.state in FINAL_STATES:
-                continue
-            if st.state != TaskState.PENDING:
-                self._transition(tid, TaskState.PENDING)
-            n = 0
-            for d in t.deps:
-                state = status[d].state
-                if state not in SETTLED:
-                    n += 1
-                elif state != TaskState.COMPLETED:
-                    self.tainted.add(tid)
-            self.waiting[tid] = n
-        now, wall = self.clock(), self.wall()
-        for tid in [tid for tid, n in self.waiting.items() if n == 0]:
-            st = status[tid]
-            if st.state != TaskState.PENDING:
-                continue
-            if st.retry_at is not None and st.retry_at > wall:
-                # A retry delay a crash cut short is waited out, not skipped.
-                self._transition(tid, TaskState.RETRYING)
-                heapq.heappush(self.timers, (now + st.retry_at - wall, next(self._seq), tid))
-            elif self._decide(tid):
-                self._release(tid)
-
-    def _output_of(self, upstream: str) -> Any:
-        up = self.status[upstream]
-        return up.output if up.state == TaskState.COMPLETED else None
-
-    def _push_ready(self, tid: str) -> None:
-        if self.waits is not None and self.waits.hold(tid):
-            return  # its events are not all emitted: it waits here, holding no worker
-        heapq.heappush(self.ready, (-self.spec.tasks[tid].priority, next(self._seq), tid))
-
-    def _decide(self, tid: str) -> bool:
-        """All of `tid`'s upstreams are final: its trigger rule puts it on the
-        ready heap or skips it (True: skipped, and so final itself)."""
-        t = self.spec.tasks[tid]
-        if tid not in self.tainted and t.trigger != ONE_FAILED:
-            self._push_ready(tid)  # every upstream completed: any other rule fires
-            return False
-        runs, reason, benign = decide(t.trigger, t.deps, self.status)
-        if runs:
-            self._push_ready(tid)
-            return False
-        self._transition(tid, TaskState.SKIPPED, reason=reason, benign=benign)
-        return True
-
-    def _release(self, final: str) -> None:
-        """`final` has become final: count it off its dependents' waits and decide
-        those left with nothing to wait for; their skips release in turn (a
-        stack, not recursion: a 100k-task chain of skips is fine)."""
-        stack = [final]
-        waiting = self.waiting
-        status = self.status
-        while stack:
-            tid = stack.pop()
-            bad = status[tid].state != TaskState.COMPLETED
-            for child in self.dependents[tid]:
-                n = waiting.get(child)
-                if n is None:
-                    # Already final: a completed task re-run on resume (its own
-                    # record was lost) leaves its completed dependents alone.
-                    continue
-                if bad:
-                    self.tainted.add(child)
-                waiting[child] = n - 1
-                if n == 1 and status[child].state == TaskState.PENDING and self._decide(child):
-                    stack.append(child)
 
     # ------------------------------------------------------------ the loop
 
