@@ -35,13 +35,13 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
     from dagrun.callables import add_import_paths
     from dagrun.events import EventBus
     from dagrun.executor.base import create
-    from dagrun.history import clear_live, mark_live
     from dagrun.kinds.state import StateStore
     from dagrun.listeners import logfile
     from dagrun.report import QuietReporter, guarded
     from dagrun.scheduler import Scheduler
     from dagrun.scheduling import CancelToken
     from dagrun.store.journal import Journal
+    from dagrun.store.live import clear_live, mark_live
     from dagrun.store.records import Chain
     from dagrun.store.runs import Lock
 
