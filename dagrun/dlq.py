@@ -232,6 +232,17 @@ class DeadLetterOffice:
             if st is not None and st.state == TaskState.COMPLETED:
                 self.on_completed(tid, st)
 
+    @property
+    def task_states(self) -> frozenset[TaskState]:
+        """The task changes it acts on (events.py skips the others; it asks once
+        per state and keeps the answer). A completion matters only to a task
+        with a letter, and without letters when asked, none written later can
+        matter: a task dead-lettered during the run cannot complete in it
+        (transitions.py: only a resume reopens it)."""
+        if self.lettered:
+            return frozenset({TaskState.DEAD_LETTERED, TaskState.COMPLETED})
+        return frozenset({TaskState.DEAD_LETTERED})
+
     def on_event(self, event: Event) -> None:
         if isinstance(event, TaskChanged):
             if event.new == TaskState.DEAD_LETTERED:

@@ -36,13 +36,13 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
     from dagrun.events import EventBus
     from dagrun.executor import choice
     from dagrun.executor.base import create
-    from dagrun.history import clear_live, mark_live
     from dagrun.kinds.state import StateStore
     from dagrun.listeners import logfile
     from dagrun.report import QuietReporter, guarded
     from dagrun.scheduler import Scheduler
     from dagrun.scheduling import CancelToken
     from dagrun.store.journal import Journal
+    from dagrun.store.live import clear_live, mark_live
     from dagrun.store.records import Chain
     from dagrun.store.runs import Lock
 
@@ -123,10 +123,10 @@ def task_logs(info: RunInfo, bus: Any) -> dict[str, Any]:
 
 def breaker_gate(info: RunInfo, spec: PipelineSpec, notify: Any = None) -> Any:
     """The circuit breakers guarding the spec's tasks, as the scheduler's gate."""
-    from dagrun.breaker import BreakerGate, BreakerStore
-
     if not any(t.breaker for t in spec.tasks.values()):
         return None
+    from dagrun.breaker import BreakerGate, BreakerStore
+
     return BreakerGate(spec, BreakerStore(state_root(info)), notify=notify)
 
 

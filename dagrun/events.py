@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from dagrun.errors import StateIOError
-from dagrun.model import RunResult, TaskError, TaskState
+from dagrun.model import RunResult, TaskError, TaskState, slot_init
 
 if TYPE_CHECKING:
     from dagrun.kinds.fanout import ElementChanged
@@ -39,6 +39,7 @@ class RunStarted:
     states: Mapping[str, TaskState]  # every task's state as the loop starts
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class TaskChanged:
     """One state transition of one task (the only way a task's state changes)."""
@@ -89,6 +90,12 @@ Event: TypeAlias = ("RunStarted | TaskChanged | TaskHeld | Note | TaskOutput | R
 
 
 class Listener(Protocol):
+    """Optionally also `task_states`: the states whose TaskChanged events the
+    listener acts on (the bus does not call it for the others; absent or None:
+    all of them). Every task changes state at least twice, so a listener that
+    ignores most changes (the dead-letter office, the run log at its default
+    level, the quiet display) should say so."""
+
     def on_event(self, event: Event) -> None: ...
 
 
@@ -98,12 +105,31 @@ class EventBus:
     def __init__(self, listeners: Iterable[Any] = ()) -> None:
         self.listeners: list[Any] = [lst for lst in listeners if lst is not None]
         self.disabled: list[tuple[Any, BaseException]] = []
+        self._by_state: dict[TaskState, list[Any]] = {}  # TaskChanged.new -> its listeners
+        self._ticks: list[tuple[Any, Any]] | None = None  # (listener, its tick method)
 
     def add(self, listener: Any) -> None:
         self.listeners.append(listener)
+        self._by_state, self._ticks = {}, None
+
+    def _changed_listeners(self, new: TaskState) -> list[Any]:
+        out = [lst for lst in self.listeners
+               if (states := getattr(lst, "task_states", None)) is None or new in states]
+        self._by_state[new] = out
+        return out
+
+    def listens(self, new: TaskState) -> bool:
+        """Whether any listener takes TaskChanged events into `new` (if none,
+        the scheduler does not even build them)."""
+        by_state = self._by_state.get(new)
+        return bool(self._changed_listeners(new) if by_state is None else by_state)
 
     def emit(self, event: Event) -> None:
-        for listener in self.listeners:
+        listeners = self.listeners
+        if type(event) is TaskChanged:
+            by_state = self._by_state.get(event.new)
+            listeners = self._changed_listeners(event.new) if by_state is None else by_state
+        for listener in listeners:
             try:
                 listener.on_event(event)
             except StateIOError:
@@ -118,10 +144,11 @@ class EventBus:
 
     def tick(self, now: float) -> None:
         """Time passing, for listeners that show or write it (the live clock)."""
-        for listener in self.listeners:
-            tick = getattr(listener, "tick", None)
-            if tick is None:
-                continue
+        ticks = self._ticks
+        if ticks is None:  # looked up once, not on every turn of the loop
+            ticks = self._ticks = [(lst, t) for lst in self.listeners
+                                   if (t := getattr(lst, "tick", None)) is not None]
+        for listener, tick in ticks:
             try:
                 tick()
             except StateIOError:
@@ -142,6 +169,7 @@ class EventBus:
             return
         # Rebuilt, not removed in place: emit() may be iterating the old list.
         self.listeners = [lst for lst in self.listeners if lst is not listener]
+        self._by_state, self._ticks = {}, None
         self.disabled.append((listener, exc))
         name = getattr(listener, "name", type(listener).__name__)
         if sys.stderr is None:  # started with stderr closed: print() would pick stdout

@@ -31,6 +31,10 @@ class Guarded:
     def wants_output(self) -> bool:
         return not self.off and getattr(self.inner, "wants_output", False)
 
+    @property
+    def task_states(self) -> Any:
+        return getattr(self.inner, "task_states", None)
+
     def on_event(self, event: Event) -> None:
         if isinstance(event, RunFinished):
             self.finished = True  # first: the result is decided even if the display fails

@@ -2,9 +2,37 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
+
+
+def slot_init(cls: type[_T]) -> type[_T]:
+    """Give a frozen, slotted dataclass an __init__ that sets its slots through
+    their descriptors: the __init__ dataclass generates for a frozen class calls
+    object.__setattr__ once per field, twice the cost, and the value objects
+    below are built for every attempt of every task. Same signature, defaults
+    and immutability (only the __init__ changes)."""
+    params, body = [], []
+    ns: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.default_factory is not dataclasses.MISSING or not f.init:
+            raise TypeError(f"slot_init: {cls.__name__}.{f.name} needs the generated __init__")
+        if f.default is dataclasses.MISSING:
+            params.append(f.name)
+        else:
+            ns[f"_d_{f.name}"] = f.default
+            params.append(f"{f.name}=_d_{f.name}")
+        ns[f"_s_{f.name}"] = cls.__dict__[f.name].__set__
+        body.append(f"    _s_{f.name}(self, {f.name})")
+    exec(f"def __init__(self, {', '.join(params)}):\n" + "\n".join(body), ns)  # noqa: S102
+    init = ns["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init  # type: ignore[method-assign]
+    return cls
 
 
 class TaskState(StrEnum):
@@ -60,6 +88,7 @@ class TaskError:
                    signal=d.get("signal"), types=tuple(d.get("types", ())))
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """One execution of a task, handed to an executor."""
@@ -78,6 +107,7 @@ class Attempt:
     map_index: int | None = None  # an element of a map task (kinds/fanout.py)
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class AttemptResult:
     """What an executor reports for an attempt: an output or an error, never raised."""
@@ -129,6 +159,14 @@ def task_span(state: TaskState, history: list[dict[str, Any]], starts: list[floa
     task with no finished attempt (one in flight, one cut short by a cancel),
     so a run's result, a stored result and `status` agree; `ends` adds the
     end of an attempt cut short."""
+    if len(history) == 1 and not ends:  # one attempt, the common case: no lists
+        h = history[0]
+        first, last = h.get("started"), h.get("ended")
+        if first:
+            started = round(first, 3)
+            if state not in FINAL_STATES or not last:
+                return started, None
+            return started, round(max(last, started), 3)
     starts = [h["started"] for h in history if h.get("started")] or starts
     ends = [h["ended"] for h in history if h.get("ended")] + ends
     if not starts:
@@ -139,6 +177,7 @@ def task_span(state: TaskState, history: list[dict[str, Any]], starts: list[floa
     return started, round(max(max(ends), started), 3)
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class TaskResult:
     state: str

@@ -39,6 +39,17 @@ class QuietReporter:
     def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream or sys.stderr  # None when started with stderr closed
 
+    @property
+    def task_states(self) -> frozenset[TaskState] | None:
+        """No task's changes for this display itself (events.py then skips it);
+        every change for a display that shows them (a subclass)."""
+        cls = type(self)
+        if cls.on_event is QuietReporter.on_event and all(
+                getattr(cls, name) is getattr(QuietReporter, name)
+                for name in ("task_started", "task_finished", "task_requeued")):
+            return frozenset()
+        return None
+
     def on_event(self, event: Event) -> None:
         if isinstance(event, TaskChanged):
             if event.new == TaskState.RUNNING:

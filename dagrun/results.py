@@ -29,14 +29,15 @@ if TYPE_CHECKING:
 def run_result(sched: Scheduler) -> RunResult:
     tasks = {}
     any_failed = False
+    dispatched, cut = sched._dispatched, sched._cut
     for tid, st in sched.status.items():
         state = st.state
         if state == TaskState.DEAD_LETTERED or (
                 state == TaskState.SKIPPED and not st.benign):
             any_failed = True
         started, ended = task_span(
-            state, st.history, [sched._dispatched[tid]] if tid in sched._dispatched else [],
-            [sched._cut[tid]] if tid in sched._cut else [])
+            state, st.history, [dispatched[tid]] if tid in dispatched else [],
+            [cut[tid]] if tid in cut else [])
         tasks[tid] = task_result(st, started, ended)
     if sched.cancel.reason:
         status = RunStatus.CANCELLED
@@ -62,11 +63,15 @@ def task_result(st: TaskStatus, started: float | None = None,
                       output=st.output if state == TaskState.COMPLETED else None,
                       error=error_text(st),
                       reason=st.reason if state == TaskState.SKIPPED else None,
-                      extra=kind_extras(st), elements=fanout.summary(st),
+                      extra=kind_extras(st),
+                      elements=None if st.elements is None else fanout.summary(st),
                       started_at=started, ended_at=ended)
 
 
 def kind_extras(st: TaskStatus) -> dict[str, Any] | None:
+    if not (st.polls or st.iterations or st.sensor_started is not None
+            or st.stopped_by is not None or st.cached_from is not None):
+        return None  # neither a sensor, a loop nor a cache hit (their tests, inlined: every task)
     return {**sensor_kind.extras(st), **loop_kind.extras(st), **cache_plug.extras(st)} or None
 
 

@@ -14,11 +14,11 @@ from dagrun.driver import drive, settle_letters
 from dagrun.errors import UsageError
 from dagrun.executor import choice
 from dagrun.graph import descendants
-from dagrun.history import clear_live, mark_live
 from dagrun.loading import resolve_durability, validate
 from dagrun.model import RunResult
 from dagrun.params import for_resume
 from dagrun.spec import PipelineSpec
+from dagrun.store.live import clear_live, mark_live
 
 if TYPE_CHECKING:
     from dagrun.report import Guarded

@@ -32,7 +32,8 @@ disk.
 Costs are per event, not per task: the ready set is a heap, dependency counts
 are decremented as upstreams become final, a trigger rule looks at a task's
 upstreams once, when the last of them is final, and records are appended, never
-re-read.
+re-read. That bookkeeping (prepare, decide, release) is in readiness.py, a
+base class of Scheduler.
 """
 
 from __future__ import annotations
@@ -57,8 +58,9 @@ from dagrun.kinds import sensor as sensor_kind
 from dagrun.kinds import state as carried_state
 from dagrun.kinds.events import EventWaits
 from dagrun.kinds.state import StateStore
-from dagrun.kinds.triggers import CONDITION_FALSE, ONE_FAILED, decide
+from dagrun.kinds.triggers import CONDITION_FALSE
 from dagrun.model import FINAL_STATES, Attempt, AttemptResult, RunResult, TaskState, TaskStatus
+from dagrun.readiness import Readiness
 from dagrun.results import run_result
 from dagrun.retry import retry_delay, should_retry
 from dagrun.scheduling import CancelToken, Gate, executor_lost, gate_due
@@ -71,12 +73,11 @@ from dagrun.transitions import apply as apply_transition
 # time passing (the live display's clock, a metrics file) refresh without a
 # thread of their own; 4 wake-ups a second cost nothing measurable.
 LISTENER_TICK = 0.25
-# States after which a task's dependents may be decided (cancelled is final
-# too, but only when the run stops).
-SETTLED = frozenset({TaskState.COMPLETED, TaskState.DEAD_LETTERED, TaskState.SKIPPED})
+# A state's value by a dict lookup: Enum's `.value` is a descriptor call, per record.
+_VALUE = {s: s.value for s in TaskState}
 
 
-class Scheduler:
+class Scheduler(Readiness):
     def __init__(
         self,
         spec: PipelineSpec,
@@ -142,16 +143,19 @@ class Scheduler:
         old = apply_transition(tid, st, new)
         for name, value in fields.items():
             setattr(st, name, value)
-        self._records.append(self._record(
-            tid, attempt=attempt, output="output" in fields,
-            number=number if new == TaskState.RUNNING else None))
+        rec = self._record(tid, st, attempt, "output" in fields,
+                           number if new is TaskState.RUNNING else None)
+        self._records.append(rec)
+        if not self.bus.listens(new):
+            return  # e.g. `running` with the quiet display: no event to build
         if number is None and attempt is not None:
             number = attempt.get("attempt")
         self._events.append(TaskChanged(
             tid, old, new, st.attempts, number,
-            st.error if new not in (TaskState.COMPLETED, TaskState.PENDING) else None,
-            st.reason if new in (TaskState.SKIPPED, TaskState.CANCELLED) else None,
-            self._records[-1]["at"]))
+            st.error if new is not TaskState.COMPLETED and new is not TaskState.PENDING
+            else None,
+            st.reason if new is TaskState.SKIPPED or new is TaskState.CANCELLED else None,
+            rec["at"]))
 
     def _commit(self, *, sync: bool = True) -> None:
         """Append the queued records in one write, *then* tell the listeners."""
@@ -162,86 +166,6 @@ class Scheduler:
             events, self._events = self._events, []
             for event in events:
                 self.bus.emit(event)
-
-    # ------------------------------------------------------------ set-up
-
-    def _prepare(self) -> None:
-        """Counts of upstreams not yet final, from the current states (a resume
-        starts from any mix); tasks with none are decided at once."""
-        tasks = self.spec.tasks
-        status = self.status
-        for tid, t in tasks.items():
-            st = status[tid]
-            if st.state in FINAL_STATES:
-                continue
-            if st.state != TaskState.PENDING:
-                self._transition(tid, TaskState.PENDING)
-            n = 0
-            for d in t.deps:
-                state = status[d].state
-                if state not in SETTLED:
-                    n += 1
-                elif state != TaskState.COMPLETED:
-                    self.tainted.add(tid)
-            self.waiting[tid] = n
-        now, wall = self.clock(), self.wall()
-        for tid in [tid for tid, n in self.waiting.items() if n == 0]:
-            st = status[tid]
-            if st.state != TaskState.PENDING:
-                continue
-            if st.retry_at is not None and st.retry_at > wall:
-                # A retry delay a crash cut short is waited out, not skipped.
-                self._transition(tid, TaskState.RETRYING)
-                heapq.heappush(self.timers, (now + st.retry_at - wall, next(self._seq), tid))
-            elif self._decide(tid):
-                self._release(tid)
-
-    def _output_of(self, upstream: str) -> Any:
-        up = self.status[upstream]
-        return up.output if up.state == TaskState.COMPLETED else None
-
-    def _push_ready(self, tid: str) -> None:
-        if self.waits is not None and self.waits.hold(tid):
-            return  # its events are not all emitted: it waits here, holding no worker
-        heapq.heappush(self.ready, (-self.spec.tasks[tid].priority, next(self._seq), tid))
-
-    def _decide(self, tid: str) -> bool:
-        """All of `tid`'s upstreams are final: its trigger rule puts it on the
-        ready heap or skips it (True: skipped, and so final itself)."""
-        t = self.spec.tasks[tid]
-        if tid not in self.tainted and t.trigger != ONE_FAILED:
-            if self.cache is not None and self.cache.lookup(self, tid):
-                return True  # a cache hit: completed, no attempt
-            self._push_ready(tid)  # every upstream completed: any other rule fires
-            return False
-        runs, reason, benign = decide(t.trigger, t.deps, self.status)
-        if runs:
-            self._push_ready(tid)
-            return False
-        self._transition(tid, TaskState.SKIPPED, reason=reason, benign=benign)
-        return True
-
-    def _release(self, final: str) -> None:
-        """`final` has become final: count it off its dependents' waits and decide
-        those left with nothing to wait for; their skips release in turn (a
-        stack, not recursion: a 100k-task chain of skips is fine)."""
-        stack = [final]
-        waiting = self.waiting
-        status = self.status
-        while stack:
-            tid = stack.pop()
-            bad = status[tid].state != TaskState.COMPLETED
-            for child in self.dependents[tid]:
-                n = waiting.get(child)
-                if n is None:
-                    # Already final: a completed task re-run on resume (its own
-                    # record was lost) leaves its completed dependents alone.
-                    continue
-                if bad:
-                    self.tainted.add(child)
-                waiting[child] = n - 1
-                if n == 1 and status[child].state == TaskState.PENDING and self._decide(child):
-                    stack.append(child)
 
     # ------------------------------------------------------------ the loop
 
@@ -293,31 +217,32 @@ class Scheduler:
         return result
 
     def _wait_time(self, now: float) -> float | None:
-        waits: list[float | None] = [LISTENER_TICK]
+        # The nearest of the due times (no list built: this runs once per loop).
+        wait = LISTENER_TICK
         if self.timers:
-            waits.append(self.timers[0][0] - now)
+            wait = min(wait, self.timers[0][0] - now)
         if self.fanout.timers:
-            waits.append(self.fanout.timers[0][0] - now)
+            wait = min(wait, self.fanout.timers[0][0] - now)
         if self.deadline_at is not None:
-            waits.append(self.deadline_at - now)
-        if self.gate is not None:
-            waits.append(self.gate.wait_time())
-        if self.waits is not None:
-            waits.append(self.waits.wait_time())
-        waits.append(self.journal.sync_due_in())
-        finite = [max(0.0, w) for w in waits if w is not None]
-        return clamp_wait(min(finite)) if finite else None  # epoll overflows at ~24.8 d
+            wait = min(wait, self.deadline_at - now)
+        for due in (None if self.gate is None else self.gate.wait_time(),
+                    None if self.waits is None else self.waits.wait_time(),
+                    self.journal.sync_due_in()):
+            if due is not None:
+                wait = min(wait, due)
+        return clamp_wait(max(0.0, wait))  # epoll overflows at ~24.8 d
 
     def _dispatch(self) -> None:
         batch: list[Attempt] = []
         free = self.executor.free_slots()
         tasks = self.spec.tasks
-        while free > 0 and (self.ready or self.fanout.ready):
-            if self.fanout.first(self.ready[0] if self.ready else None):
-                batch.append(self.fanout.next_attempt())
+        ready, fan = self.ready, self.fanout
+        while free > 0 and (ready or fan.ready):
+            if fan.ready and fan.first(ready[0] if ready else None):
+                batch.append(fan.next_attempt())
                 free -= 1
                 continue
-            _, _, tid = heapq.heappop(self.ready)
+            _, _, tid = heapq.heappop(ready)
             st = self.status[tid]
             if st.state != TaskState.PENDING:
                 continue
@@ -461,30 +386,35 @@ class Scheduler:
 
     # ------------------------------------------------------------ records
 
-    def _record(self, tid: str, *, attempt: dict[str, Any] | None = None,
-                output: bool = False, number: int | None = None) -> dict[str, Any]:
-        st = self.status[tid]
-        rec: dict[str, Any] = {"v": RUN_FORMAT, "task": tid, "state": st.state.value,
+    def _record(self, tid: str, st: TaskStatus, attempt: dict[str, Any] | None,
+                output: bool, number: int | None) -> dict[str, Any]:
+        state = st.state
+        rec: dict[str, Any] = {"v": RUN_FORMAT, "task": tid, "state": _VALUE[state],
                                "attempts": st.attempts, "at": self.wall()}
         if output:
             rec["output"] = st.output
-        if st.error is not None and st.state != TaskState.COMPLETED:
+        if st.error is not None and state is not TaskState.COMPLETED:
             rec["error"] = st.error.to_dict()
-        if st.reason and st.state in (TaskState.SKIPPED, TaskState.CANCELLED):
+        if st.reason and (state is TaskState.SKIPPED or state is TaskState.CANCELLED):
             rec["reason"] = st.reason
-            if st.benign and st.state == TaskState.SKIPPED:
+            if st.benign and state is TaskState.SKIPPED:
                 rec["benign"] = True  # not caused by a failure: the run can succeed
         if attempt is not None:
             rec["attempt"] = attempt
         if number is not None:
             rec["number"] = number
-        if st.state in (TaskState.RETRYING, TaskState.CANCELLED) and st.retry_at is not None:
+        if st.retry_at is not None and (state is TaskState.RETRYING
+                                        or state is TaskState.CANCELLED):
             rec["retry_at"] = st.retry_at
         if output and tid in self._carried:
             rec["saved_state"] = self._carried[tid]  # state across runs (kinds/state.py)
-        sensor_kind.record_fields(st, rec)
-        loop_kind.record_fields(st, rec)
-        cache_plug.record_fields(st, rec)
+        # The kinds' own fields (their tests, inlined: this runs for every record).
+        if st.polls or st.sensor_started is not None:
+            sensor_kind.record_fields(st, rec)
+        if st.iterations or st.stopped_by is not None:
+            loop_kind.record_fields(st, rec)
+        if st.cached_from is not None:
+            cache_plug.record_fields(st, rec)
         return rec
 
     def result(self) -> RunResult:

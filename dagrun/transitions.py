@@ -57,7 +57,8 @@ def legal(old: TaskState, new: TaskState) -> bool:
 def apply(task_id: str, st: TaskStatus, new: TaskState) -> TaskState:
     """Move a task to `new` (the one assignment of a task's state); the old state."""
     old = st.state
-    check(task_id, old, new)
+    if new not in ALLOWED[old]:  # check(), inlined: this runs for every transition
+        check(task_id, old, new)
     st.state = new
     return old
 

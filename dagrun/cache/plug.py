@@ -60,6 +60,7 @@ def is_hit(event: Any) -> bool:
 
 class CachePlug:
     name = "cache"
+    task_states = frozenset({TaskState.COMPLETED})  # it stores completions only
 
     def __init__(self, spec: PipelineSpec, run_id: str, store: CacheStore,
                  statuses: dict[str, TaskStatus], *, use: bool = True,

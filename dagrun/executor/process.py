@@ -188,14 +188,18 @@ class ProcessExecutor:
         worker = self._pick()
         self._next_id += 1
         msg_id = self._next_id
-        payload = wire.encode({
+        msg = {
             "id": msg_id, "run_id": attempt.run_id, "task": attempt.task_id,
             "attempt": attempt.number, "call": attempt.call, "kwargs": attempt.kwargs,
             "memory_limit": attempt.memory_limit, "map_index": attempt.map_index,
-            **({} if attempt.state is None else {"state": attempt.state}),
-            **({"when": attempt.when} if attempt.when is not None else {}),
-            **({"loop": attempt.loop} if attempt.loop is not None else {}),
-        }, msg_id)
+        }
+        if attempt.state is not None:
+            msg["state"] = attempt.state
+        if attempt.when is not None:
+            msg["when"] = attempt.when
+        if attempt.loop is not None:
+            msg["loop"] = attempt.loop
+        payload = wire.encode(msg, msg_id)
         if not worker.inflight:
             worker.head_started = time.monotonic()
             worker.head_wall = time.time()

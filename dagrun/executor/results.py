@@ -12,16 +12,15 @@ from dagrun.model import Attempt, AttemptResult, TaskError
 
 def from_message(worker: procs.Worker, attempt: Attempt, msg: dict) -> AttemptResult:
     """The result frame of `attempt`, the task `worker` ran."""
-    log = msg.get("log")
-    error = msg.get("error")
+    get = msg.get
+    log = get("log")
+    error = get("error")
     return AttemptResult(
-        task_id=attempt.task_id, number=attempt.number, output=msg.get("output"),
-        error=TaskError.from_dict(error),
-        started=msg.get("started", 0.0), ended=msg.get("ended", 0.0),
-        state=msg.get("state"),
-        condition_false=msg.get("condition") is False and error is None,
-        stop=msg.get("stop") is True,
-        map_index=attempt.map_index,
+        task_id=attempt.task_id, number=attempt.number, output=get("output"),
+        error=TaskError.from_dict(error) if error else None,
+        started=get("started", 0.0), ended=get("ended", 0.0), state=get("state"),
+        condition_false=get("condition") is False and error is None,
+        stop=get("stop") is True, map_index=attempt.map_index,
         log=None if log is None else {"file": f"worker-{worker.pid}.log",
                                       "start": log[0], "end": log[1]},
     )

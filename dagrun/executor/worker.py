@@ -184,16 +184,24 @@ def _serve(req_fd: int, res_fd: int) -> None:
             return  # whatever the task leaked goes with this process; the parent forks anew
 
 
+# DAGRUN_MAP_INDEX was set for an earlier task of this worker (a map element).
+_map_index_set = "DAGRUN_MAP_INDEX" in os.environ
+
+
 def _run_one(msg: dict[str, Any], functions: dict[str, Any],
              resolve: Any) -> tuple[bytes, bool]:
     """Run one task; (the result message, whether this worker should retire)."""
-    os.environ["DAGRUN_RUN_ID"] = msg["run_id"]
-    os.environ["DAGRUN_TASK_ID"] = msg["task"]
-    os.environ["DAGRUN_ATTEMPT"] = str(msg["attempt"])
+    global _map_index_set
+    env = os.environ
+    env["DAGRUN_RUN_ID"] = msg["run_id"]
+    env["DAGRUN_TASK_ID"] = msg["task"]
+    env["DAGRUN_ATTEMPT"] = str(msg["attempt"])
     if msg.get("map_index") is not None:  # an element of a map task (kinds/fanout.py)
-        os.environ["DAGRUN_MAP_INDEX"] = str(msg["map_index"])
-    else:
-        os.environ.pop("DAGRUN_MAP_INDEX", None)
+        env["DAGRUN_MAP_INDEX"] = str(msg["map_index"])
+        _map_index_set = True
+    elif _map_index_set:  # (a pop of an absent name costs a KeyError: not per task)
+        env.pop("DAGRUN_MAP_INDEX", None)
+        _map_index_set = False
     limit = msg.get("memory_limit")
     saved = _limit_memory(limit) if limit else None
     log_start = _log_start(msg)
@@ -229,7 +237,7 @@ def _run_one(msg: dict[str, Any], functions: dict[str, Any],
                 f"{exc}; return plain data (dict, list, str, number, bool, None)") from None
         # orjson writes NaN and infinities as null: a silent change of value.
         # Only outputs containing a null can hide one, so only those are scanned.
-        if b"null" in payload and _has_non_finite(value):
+        if value is not None and b"null" in payload and _has_non_finite(value):
             raise _NotSerializable(
                 "the task returned NaN or infinity, which JSON cannot represent; return "
                 "None or a string instead")

@@ -27,7 +27,6 @@ import secrets
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -267,14 +266,20 @@ def bind_pipe(res_fd: int) -> None:
     _channel["pid"] = os.getpid()
 
 
-@contextmanager
-def in_task(msg_id: int) -> Iterator[None]:
-    """While the task runs, dagrun.emit() sends frames with its message id."""
-    with _lock:
-        _channel["id"] = msg_id
-    try:
-        yield
-    finally:
+class in_task:  # noqa: N801 - used as a function: `with in_task(msg_id):`
+    """While the task runs, dagrun.emit() sends frames with its message id.
+    (A class, not a @contextmanager generator: it wraps every task.)"""
+
+    __slots__ = ("msg_id",)
+
+    def __init__(self, msg_id: int) -> None:
+        self.msg_id = msg_id
+
+    def __enter__(self) -> None:
+        with _lock:
+            _channel["id"] = self.msg_id
+
+    def __exit__(self, *_exc: object) -> None:
         with _lock:
             _channel.pop("id", None)
 

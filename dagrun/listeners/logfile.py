@@ -62,6 +62,8 @@ class RunLog:
         self.level = LEVELS[level or config.level]
         self.json = (fmt or config.format) == "json"
         self.run_id = run_id
+        # The task changes at or above its level (events.py skips the rest).
+        self.task_states = frozenset(s for s, lvl in _TASK_LEVEL.items() if lvl >= self.level)
 
     # ---------------------------------------------------------------- events
 

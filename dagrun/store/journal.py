@@ -65,7 +65,7 @@ class Journal:
 
     def append(self, records: Iterable[dict[str, Any]], *, sync: bool = True) -> None:
         seal = self.chain.seal if self.chain is not None else frame
-        data = b"".join(seal(r) for r in records)
+        data = b"".join([seal(r) for r in records])
         if not data:
             return
         try:

@@ -28,6 +28,9 @@ _DIGEST_LEN = 64
 SHORT_DIGEST = 16  # hex characters of a frame's digest that name it in a chain
 
 
+_dumps, _NON_STR_KEYS, _sha256 = orjson.dumps, orjson.OPT_NON_STR_KEYS, hashlib.sha256
+
+
 def frame(obj: Any) -> bytes:
     body = orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
     return hashlib.sha256(body).hexdigest().encode("ascii") + b" " + body + b"\n"
@@ -70,7 +73,10 @@ class Chain:
         tid = rec.get("task")
         if tid is None:
             return frame(rec)
-        rec["prev"] = self.heads.get(tid)
-        data = frame(rec)
-        self.heads[tid] = short_digest(data)
-        return data
+        heads = self.heads
+        rec["prev"] = heads.get(tid)
+        # frame() and short_digest(), inlined: this runs for every task record.
+        body = _dumps(rec, option=_NON_STR_KEYS)
+        digest = _sha256(body).hexdigest()
+        heads[tid] = digest[:SHORT_DIGEST]
+        return digest.encode("ascii") + b" " + body + b"\n"
