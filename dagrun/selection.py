@@ -62,6 +62,9 @@ class Selected:
     taken: dict[str, Taken]  # outside upstream -> its output and source run
     forced: frozenset[str]  # --from's tasks: re-run even when a cache could answer
     notes: list[str] = field(default_factory=list)
+    # task -> {param: upstream(s)} of the kwargs that hold taken outputs: a cache
+    # key counts them as inputs, as a full run does (cache/plug.py).
+    given: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def record(self, selection: Selection) -> dict[str, Any]:
         """What run.json keeps (settings["selection"]): the request, the tasks it
@@ -69,7 +72,7 @@ class Selected:
         can select again without the other runs."""
         return {"only": list(selection.only), "from": list(selection.from_),
                 "until": list(selection.until), "tasks": list(self.spec.tasks),
-                "forced": sorted(self.forced),
+                "forced": sorted(self.forced), "given": self.given,
                 "taken": {tid: {"run_id": t.run_id, "output": t.output}
                           for tid, t in self.taken.items()}}
 
@@ -111,7 +114,8 @@ def select(spec: PipelineSpec, selection: Selection, find: Finder) -> Selected:
         chosen.update(missing)
     taken = {tid: t for tid, t in taken.items() if tid not in chosen}
     reduced = {tid: _cut(t, chosen, taken) for tid, t in tasks.items() if tid in chosen}
-    return Selected(dataclasses.replace(spec, tasks=reduced), taken, forced, notes)
+    return Selected(dataclasses.replace(spec, tasks=reduced), taken, forced, notes,
+                    given_inputs(tasks, chosen))
 
 
 def reselect(spec: PipelineSpec, record: Mapping[str, Any]) -> PipelineSpec:
@@ -128,6 +132,16 @@ def reselect(spec: PipelineSpec, record: Mapping[str, Any]) -> PipelineSpec:
                          f"no output of: {', '.join(lacking)}; start a new run instead")
     reduced = {tid: _cut(t, chosen, taken) for tid, t in spec.tasks.items() if tid in chosen}
     return dataclasses.replace(spec, tasks=reduced)
+
+
+def given_inputs(tasks: Mapping[str, TaskSpec], chosen: set[str]) -> dict[str, dict[str, Any]]:
+    """task -> {param: upstream(s)} of the inputs `_cut` turns into kwargs."""
+    out: dict[str, dict[str, Any]] = {}
+    for tid in chosen:
+        for param, ups in tasks[tid].inputs.items():
+            if not any(u in chosen for u in ([ups] if isinstance(ups, str) else ups)):
+                out.setdefault(tid, {})[param] = ups
+    return out
 
 
 def ancestors(tasks: Mapping[str, TaskSpec], roots: Iterable[str]) -> set[str]:
