@@ -114,22 +114,35 @@ def run(
 def _select(pipeline: Any, selection: Any, state: Any, settings: dict[str, Any],
             reporter: Reporter | None) -> Any:
     """The partial run's spec (selection.py); its record goes into `settings`."""
-    from dagrun.selection import select, taken_outputs
+    from dagrun.selection import select
 
-    chosen = select(pipeline, selection,
-                    lambda wanted: taken_outputs(state, pipeline, wanted))
+    chosen = select(pipeline, selection, _finder(pipeline, state, settings))
     settings["selection"] = chosen.record(selection)
     if reporter is not None:
         for line in chosen.notes:
             reporter.message(line)
         by_run: dict[str, list[str]] = {}
         for tid, taken in sorted(chosen.taken.items()):
-            by_run.setdefault(taken.run_id, []).append(tid)
-        took = "".join(f"; taking {', '.join(tids)} from run {rid}"
-                       for rid, tids in by_run.items())
+            src = f"the cache (run {taken.run_id})" if taken.cached else f"run {taken.run_id}"
+            by_run.setdefault(src, []).append(tid)
+        took = "".join(f"; taking {', '.join(tids)} from {src}" for src, tids in by_run.items())
         reporter.message(f"partial run ({selection.describe()}): {len(chosen.spec.tasks)} of "
                          f"{len(pipeline.tasks)} tasks{took}")
     return chosen.spec
+
+
+def _finder(pipeline: Any, state: Any, settings: Mapping[str, Any]) -> Any:
+    """Where a partial run's outside outputs come from: the cache (with the
+    run's --no-cache/--refresh), else the newest run where each completed."""
+    from dagrun.selection import taken_outputs
+
+    cache = None
+    if any(t.cache is not None for t in pipeline.tasks.values()):
+        from dagrun.cache.plug import CachePlug
+        from dagrun.cache.store import CacheStore
+
+        cache = CachePlug.for_run(pipeline, "", CacheStore(state.root), {}, settings)
+    return lambda wanted: taken_outputs(state, pipeline, wanted, cache)
 
 
 def _cache_settings(pipeline: Any, no_cache: bool, refresh: Iterable[str]) -> dict[str, Any]:

@@ -36,6 +36,7 @@ class Taken:
 
     output: Any
     run_id: str
+    cached: bool = False  # from the cache (an entry `run_id` stored)
 
 
 @dataclass(frozen=True)
@@ -220,32 +221,58 @@ def _escaped(value: Any) -> Any:
 # ---------------------------------------------------------------- where outputs come from
 
 
-def taken_outputs(state: Any, spec: PipelineSpec, wanted: set[str]) -> dict[str, Taken]:
+def taken_outputs(state: Any, spec: PipelineSpec, wanted: set[str],
+                  cache: Any = None) -> dict[str, Taken]:
     """The output of each of `wanted` (task ids of `spec`, params bound) from
-    outside the run: the newest earlier run of the pipeline (by name, as
-    `dagrun runs` lists them) in which that task completed. Those found
-    nowhere are left out.
-
-    The one place a partial run's inputs come from: a task cache, when there
-    is one, is asked here first (`spec` gives what a cache key needs).
+    outside the run: the cache's entry for the task's current key, when
+    `cache` (a CachePlug on `spec`) has one (cache/plan.py); else the newest
+    earlier run of the pipeline (by name, as `dagrun runs` lists them) in
+    which that task completed. Those found nowhere are left out.
     """
-    pipeline = spec.name
-    from dagrun.history import _metas, read_run
-
+    journal = Journal(state, spec.name)
     found: dict[str, Taken] = {}
-    metas, _bad = _metas(state)
-    for _created, rid, name in metas:  # newest first
-        if name != pipeline:
-            continue
-        try:
-            view = read_run(state, rid)
-        except DagrunError:
-            continue  # an unreadable run is no source; `dagrun runs` names it
-        for tid in wanted - found.keys():
-            task = view.tasks.get(tid)
-            if task is not None and task.state == "completed":
-                found[tid] = Taken(task.output, rid)
-        if len(found) == len(wanted):
-            break
+    if cache is not None:
+        from dagrun.cache.plan import cached_outputs
+
+        def source(tid: str) -> tuple[Any, str] | None:
+            t = journal.get(tid)
+            return None if t is None else (t.output, t.run_id)
+
+        for tid, (output, rid) in cached_outputs(cache, wanted, source).items():
+            found[tid] = Taken(output, rid, cached=True)
+    for tid in sorted(wanted - found.keys()):
+        taken = journal.get(tid)
+        if taken is not None:
+            found[tid] = taken
     return found
 
+
+class Journal:
+    """Task outputs from the pipeline's runs, newest run first; each run is
+    read once, and only as far back as a task asked for needs."""
+
+    def __init__(self, state: Any, pipeline: str) -> None:
+        from dagrun.history import _metas
+
+        self.state = state
+        self.runs = [rid for _created, rid, name in _metas(state)[0] if name == pipeline]
+        self.read: list[Any] = []  # views of runs[:len(read)]
+
+    def get(self, tid: str) -> Taken | None:
+        from dagrun.history import read_run
+
+        i = 0
+        while True:
+            if i == len(self.read):
+                if i == len(self.runs):
+                    return None
+                try:
+                    view = read_run(self.state, self.runs[i])
+                except DagrunError:
+                    view = None  # an unreadable run is no source; `dagrun runs` names it
+                self.read.append(view)
+            view = self.read[i]
+            task = view.tasks.get(tid) if view is not None else None
+            if task is not None and task.state == "completed":
+                return Taken(task.output, self.runs[i])
+            i += 1

@@ -43,3 +43,22 @@ def test_from_forces_its_tasks_past_the_cache(cli, write, tmp_path):
     r = run(cli, spec, "--from", "a")
     assert ran(log, before) == {"a", "b"}
     assert not any("cached" in t for t in r["tasks"].values())
+
+
+def test_an_outside_upstream_comes_from_the_cache_for_its_current_key(cli, write, tmp_path):
+    spec, log = setup(write, tmp_path)
+    first = run(cli, spec)  # a = 1, b = 11
+    spec.write_text(SPEC.format(log=log, ka=5))
+    run(cli, spec)  # the newest run has a = 5, b = 15
+    spec.write_text(SPEC.format(log=log, ka=1))
+    before = runs_of(log)
+    r = cli("run", str(spec), "--json", "--only", "b")
+    assert r.code == 0, r.stderr
+    # a's entry for its current key (k = 1) beats the newest run's a = 5; so b
+    # has its first key again: a hit.
+    assert f"taking a from the cache (run {first['run_id']})" in r.stderr
+    assert r.json["tasks"]["b"]["output"] == 11 and r.json["tasks"]["b"]["cached"]
+    assert ran(log, before) == set()
+    # --no-cache: the newest run's output, as without a cache.
+    r = cli("run", str(spec), "--json", "--only", "b", "--no-cache")
+    assert r.json["tasks"]["b"]["output"] == 15
