@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 DEFAULT_STATE_DIR = ".dagrun"
 
 __all__ = ["DEFAULT_STATE_DIR", "breaker_list", "breaker_reset", "cache_clear", "cache_list",
-           "dlq_list", "dlq_purge",
+           "dlq_list", "dry_run", "dlq_purge",
            "dlq_retry", "dlq_show", "gc", "last_unfinished", "load", "resolve_durability",
            "resume", "run", "runs", "status", "validate"]
 
@@ -109,6 +109,61 @@ def run(
                      metrics_file=metrics_file)
     finally:
         plock.release()
+
+
+def dry_run(
+    spec: Any,
+    *,
+    state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
+    params: Mapping[str, Any] | None = None,
+    only: str | Iterable[str] = (),
+    from_: str | Iterable[str] = (),
+    until: str | Iterable[str] = (),
+    no_cache: bool = False,
+    refresh: Iterable[str] = (),
+) -> dict[str, Any]:
+    """What `run` with these arguments would run and why, running nothing,
+    creating no run, taking no lock and writing nothing under `state_dir`.
+
+    {"pipeline": name, "tasks": {ID: {"run": bool, "reason": str, "detail"?,
+    "cached_from"?}}, "taken": {ID: {"run_id": str, "cached": bool}},
+    "notes": [str]} — the selected tasks only (in the spec's order); `taken`:
+    the outside upstreams' outputs a partial run would take. Reasons:
+    cached, no cache, new, code/input/file/version changed, expired, forced,
+    "upstream X runs" (its output, so the task's key, is known only then).
+    """
+    from dagrun.cache.plan import plan
+    from dagrun.cache.plug import CachePlug
+    from dagrun.cache.store import CacheStore
+    from dagrun.selection import Selection, select
+    from dagrun.selection import check as check_selection
+    from dagrun.store.runs import StateDir
+
+    pipeline = validate(spec)
+    pipeline, _ = _bind_params(pipeline, params, "dry-run")
+    selection = Selection(*(tuple(dict.fromkeys([ids] if isinstance(ids, str) else ids))
+                            for ids in (only, from_, until)))
+    check_selection(pipeline, selection)
+    settings = _cache_settings(pipeline, no_cache, refresh)
+    state = StateDir(state_dir)
+    full = pipeline
+    taken: dict[str, Any] = {}
+    notes: list[str] = []
+    given: dict[str, Any] = {}
+    forced = dict.fromkeys(settings.get("refresh", ()), "--refresh")
+    if selection:
+        chosen = select(pipeline, selection, _finder(pipeline, state, settings))
+        pipeline, notes, given = chosen.spec, chosen.notes, chosen.given
+        taken = {tid: {"run_id": t.run_id, "cached": t.cached}
+                 for tid, t in sorted(chosen.taken.items())}
+        forced.update(dict.fromkeys(sorted(chosen.forced), "--from"))
+    if no_cache:
+        forced = dict.fromkeys(pipeline.tasks, "--no-cache")
+    plug = CachePlug(pipeline, "dry-run", CacheStore(state.root), {}, given=given)
+    verdicts = plan(plug, forced)
+    return {"pipeline": full.name,
+            "tasks": {tid: verdicts[tid].as_dict() for tid in pipeline.tasks},
+            "taken": taken, "notes": notes}
 
 
 def _select(pipeline: Any, selection: Any, state: Any, settings: dict[str, Any],
