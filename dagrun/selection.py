@@ -74,7 +74,8 @@ class Selected:
         return {"only": list(selection.only), "from": list(selection.from_),
                 "until": list(selection.until), "tasks": list(self.spec.tasks),
                 "forced": sorted(self.forced), "given": self.given,
-                "taken": {tid: {"run_id": t.run_id, "output": t.output}
+                "taken": {tid: {"run_id": t.run_id, "output": t.output,
+                                **({"cached": True} if t.cached else {})}
                           for tid, t in self.taken.items()}}
 
 

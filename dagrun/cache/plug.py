@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dagrun.cache.key import Hasher, changed_part, key_of, value_digest
@@ -92,7 +92,7 @@ class CachePlug:
 
     @classmethod
     def for_run(cls, spec: PipelineSpec, run_id: str, store: CacheStore,
-                statuses: dict[str, TaskStatus], settings: dict[str, Any]) -> CachePlug:
+                statuses: dict[str, TaskStatus], settings: Mapping[str, Any]) -> CachePlug:
         """The plug a run's settings (run.json) ask for: --no-cache, --refresh,
         and of a partial run, --from's tasks forced and the taken kwargs."""
         selection = settings.get("selection") or {}
