@@ -94,3 +94,19 @@ def test_the_example_pipelines_and_errors(cli, write):
     r = cli("run", str(etl), "--dry-run", "--only", "stat")
     assert r.code == 2 and "did you mean 'stats'" in r.stderr
     assert not Path(os.environ["DAGRUN_STATE_DIR"]).exists()
+
+
+def test_the_python_api_returns_plain_data(tmp_path):
+    import dagrun
+
+    log = tmp_path / "log"
+    p = dagrun.Pipeline("api")
+    p.task("a", "sidefx:step", kwargs={"log": str(log), "name": "a"}, cache=True)
+    p.task("b", "sidefx:step", kwargs={"log": str(log), "name": "b"})
+    st = tmp_path / "st"
+    first = dagrun.run(p, state_dir=st)
+    plan = dagrun.api.dry_run(p, state_dir=st)
+    assert plan["tasks"] == {"a": {"run": False, "reason": "cached",
+                                   "cached_from": first.run_id},
+                             "b": {"run": True, "reason": "no cache"}}
+    assert runs_of(log) == {"a": 1, "b": 1}
