@@ -74,9 +74,10 @@ class Bench:
                         on_start=on_start)
         return m
 
-    def cli_run(self, w: Workload, *extra: str, on_start: object = None) -> measure.Measured:
-        m = self.cli("run", str(w.path), "--json", "--workers", str(WORKERS),
-                     "--state-dir", self.state(), *extra, on_start=on_start)
+    def cli_run(self, w: Workload, *extra: str, on_start: object = None,
+                path: Path | None = None, state: str | None = None) -> measure.Measured:
+        m = self.cli("run", str(path or w.path), "--json", "--workers", str(WORKERS),
+                     "--state-dir", state or self.state(), *extra, on_start=on_start)
         if m.code != 0 and not extra:
             raise SystemExit(f"bench: dagrun run {w.key} exited {m.code}:\n{m.stderr.decode()}")
         return m
@@ -115,6 +116,9 @@ class Bench:
             add(f"dagrun API, run phase ({DEFAULT_DURABILITY})", wall, m)
             m = self.cli_run(w)
             add("dagrun CLI, whole process", m.wall, m)
+            if w.cached is not None:  # W1: every task cached, a cold cache
+                m = self.cli_run(w, path=w.cached)
+                add("dagrun CLI, cache = true, cold", m.wall, m)
             if self.metrics:
                 m = self.cli_run(w, "--metrics-file", str(self.folder / "bench.prom"))
                 add("dagrun CLI, --metrics-file", m.wall, m)
@@ -133,6 +137,11 @@ class Bench:
         self.notes.append(f"{w.key}: dagrun API run phase {api:.2f}s = {api / pool:.2f}x the "
                           f"ProcessPoolExecutor floor ({pool:.2f}s), {api / raw:.2f}x the raw "
                           f"floor ({raw:.2f}s)")
+        if "dagrun CLI, cache = true, cold" in res:
+            plain = statistics.median(res["dagrun CLI, whole process"][0])
+            cold = statistics.median(res["dagrun CLI, cache = true, cold"][0])
+            self.notes.append(f"{w.key}: cache = true with a cold cache {cold:.2f}s = "
+                              f"{cold / plain:.2f}x without cache ({plain:.2f}s), CLI")
         if w.ideal:
             api = statistics.median(res[f"dagrun API, run phase ({DEFAULT_DURABILITY})"][0])
             self.notes.append(f"{w.key}: ideal {w.ideal:.2f}s; dagrun API run phase is "
@@ -183,6 +192,29 @@ class Bench:
             f"({mapped / plain:.2f}x) and vs the raw floor {raw:.2f}s ({mapped / raw:.2f}x); "
             f"journal {per:.0f} bytes per element; peak RSS of dagrun (CLI) "
             f"{rss['map']:.0f} MB for the map, {rss['plain']:.0f} MB for the plain tasks")
+
+    def warm(self, w: Workload) -> None:
+        """W7: the CLI twice on one state dir: a cold cache, then every task a hit."""
+        print(f"W7: {w.title}", file=sys.stderr, flush=True)
+        res: dict[str, tuple[list[float], list[float]]] = {}
+        for _ in range(self.runs):
+            state = self.state()
+            for name in ("dagrun CLI, first run (cold cache)",
+                         "dagrun CLI, second run (every task a hit)"):
+                m = self.cli_run(w, state=state)
+                walls, mems = res.setdefault(name, ([], []))
+                walls.append(m.wall)
+                mems.append(m.tree_mb)
+            tasks = orjson.loads(m.stdout)["tasks"]
+            if sum(1 for t in tasks.values() if t.get("cached")) != w.tasks:
+                raise SystemExit("bench: W7's second run was not all cache hits")
+        cold = None
+        for name, (walls, mems) in res.items():
+            med = self.row(w, name, walls, mems, cold)
+            if cold is None:
+                cold = med
+        self.notes.append(f"W7: second run {med:.2f}s = {med / cold:.2f}x the first "
+                          f"({cold:.2f}s), CLI")
 
     def scale(self, w: Workload) -> None:
         print(f"W5: {w.title}", file=sys.stderr, flush=True)
@@ -297,7 +329,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench")
     ap.add_argument("--quick", action="store_true", help="smaller sizes (< 2 minutes)")
     ap.add_argument("--runs", type=int, default=5, help="runs per measurement (median)")
-    ap.add_argument("--only", default="W1,W2,W3,W4,W5,W6", help="comma-separated workloads")
+    ap.add_argument("--only", default="W1,W2,W3,W4,W5,W6,W7", help="comma-separated workloads")
     ap.add_argument("--metrics", action="store_true", help="W1-W4: also time the CLI with "
                     "--metrics-file, interleaved with the others")
     args = ap.parse_args()
@@ -315,6 +347,8 @@ def main() -> None:
                 b.scale(w)
             elif key == "W6":
                 b.fan_out(w)
+            elif key == "W7":
+                b.warm(w)
             else:
                 b.small(w, durability_modes=key == "W1")
     finally:

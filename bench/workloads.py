@@ -5,7 +5,9 @@ W1 independent no-op tasks; W2 a chain passing an int downstream; W3 layers of
 tasks each depending on 2 random tasks of the layer before (fixed seed); W4
 tasks sleeping 50 ms; W5 the scale test, a large layered spec (~2 deps each);
 W6 a map over N no-op elements (one upstream returns the list), beside the
-same N as plain tasks (`plain`).
+same N as plain tasks (`plain`); W7 is W4 with `cache = true`, run twice on
+one state dir (cold, then every task a hit). W1 also has a `cache = true`
+copy (`cached`), run with a cold cache.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Workload:
     tasks: int
     ideal: float = 0.0  # wall time with zero overhead (W4: sleeps / workers)
     plain: Path | None = None  # W6: the same number of plain tasks
+    cached: Path | None = None  # W1: the same spec with `cache = true` on every task
 
 
 def write_module(folder: Path) -> None:
@@ -62,9 +65,11 @@ def write_module(folder: Path) -> None:
 
 
 def _spec(folder: Path, name: str, tasks: list[tuple[str, str, list[str], dict[str, str],
-                                                    str]]) -> Path:
+                                                    str]], *, cache: bool = False) -> Path:
     """tasks: (id, call, deps, inputs, kwargs-inline-table); written as fast as possible."""
     out = [f'[pipeline]\nname = "{name}"\nworkers = {WORKERS}\n']
+    if cache:
+        out.append("\n[defaults]\ncache = true\n")
     for tid, call, deps, inputs, kwargs in tasks:
         out.append(f'\n[tasks.{tid}]\ncall = "benchtasks:{call}"\n')
         if deps:
@@ -80,8 +85,9 @@ def _spec(folder: Path, name: str, tasks: list[tuple[str, str, list[str], dict[s
 
 
 def independent(folder: Path, n: int) -> Workload:
-    path = _spec(folder, "w1", [(f"t{i}", "noop", [], {}, "") for i in range(n)])
-    return Workload("W1", f"{n:,} independent no-op tasks", path, n)
+    rows = [(f"t{i}", "noop", [], {}, "") for i in range(n)]
+    return Workload("W1", f"{n:,} independent no-op tasks", _spec(folder, "w1", rows), n,
+                    cached=_spec(folder, "w1cache", rows, cache=True))
 
 
 def chain(folder: Path, n: int) -> Workload:
@@ -104,10 +110,11 @@ def layered(folder: Path, layers: int, width: int, *, name: str = "w3", key: str
                     rows), n)
 
 
-def sleepers(folder: Path, n: int, seconds: float = 0.05) -> Workload:
+def sleepers(folder: Path, n: int, seconds: float = 0.05, *, cache: bool = False) -> Workload:
     rows = [(f"t{i}", "nap", [], {}, f"{{ seconds = {seconds} }}") for i in range(n)]
-    return Workload("W4", f"{n} tasks sleeping {seconds * 1000:.0f} ms", _spec(folder, "w4", rows),
-                    n, ideal=n * seconds / WORKERS)
+    key, name, how = ("W7", "w7", ", cache = true") if cache else ("W4", "w4", "")
+    return Workload(key, f"{n} tasks sleeping {seconds * 1000:.0f} ms{how}",
+                    _spec(folder, name, rows, cache=cache), n, ideal=n * seconds / WORKERS)
 
 
 def fan_out(folder: Path, n: int) -> Workload:
@@ -138,4 +145,5 @@ def all_workloads(folder: Path, quick: bool) -> dict[str, Workload]:
         "W4": sleepers(folder, sizes["w4"]),
         "W5": scale(folder, sizes["w5"]),
         "W6": fan_out(folder, sizes["w6"]),
+        "W7": sleepers(folder, sizes["w4"], cache=True),
     }

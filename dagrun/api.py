@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 DEFAULT_STATE_DIR = ".dagrun"
 
 __all__ = ["DEFAULT_STATE_DIR", "breaker_list", "breaker_reset", "cache_clear", "cache_list",
-           "dlq_list", "dlq_purge",
+           "dlq_list", "dry_run", "dlq_purge",
            "dlq_retry", "dlq_show", "gc", "last_unfinished", "load", "resolve_durability",
            "resume", "run", "runs", "status", "validate"]
 
@@ -120,25 +120,93 @@ def run(
         plock.release()
 
 
+def dry_run(
+    spec: Any,
+    *,
+    state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
+    params: Mapping[str, Any] | None = None,
+    only: str | Iterable[str] = (),
+    from_: str | Iterable[str] = (),
+    until: str | Iterable[str] = (),
+    no_cache: bool = False,
+    refresh: Iterable[str] = (),
+) -> dict[str, Any]:
+    """What `run` with these arguments would run and why, running nothing,
+    creating no run, taking no lock and writing nothing under `state_dir`.
+
+    {"pipeline": name, "tasks": {ID: {"run": bool, "reason": str, "detail"?,
+    "cached_from"?}}, "taken": {ID: {"run_id": str, "cached": bool}},
+    "notes": [str]} — the selected tasks only (in the spec's order); `taken`:
+    the outside upstreams' outputs a partial run would take. Reasons:
+    cached, no cache, new, code/input/file/version changed, expired, forced,
+    "upstream X runs" (its output, so the task's key, is known only then).
+    """
+    from dagrun.cache.plan import plan
+    from dagrun.cache.plug import CachePlug
+    from dagrun.cache.store import CacheStore
+    from dagrun.selection import Selection, select
+    from dagrun.selection import check as check_selection
+    from dagrun.store.runs import StateDir
+
+    pipeline = validate(spec)
+    pipeline, _ = _bind_params(pipeline, params, "dry-run")
+    selection = Selection(*(tuple(dict.fromkeys([ids] if isinstance(ids, str) else ids))
+                            for ids in (only, from_, until)))
+    check_selection(pipeline, selection)
+    settings = _cache_settings(pipeline, no_cache, refresh)
+    state = StateDir(state_dir)
+    full = pipeline
+    taken: dict[str, Any] = {}
+    notes: list[str] = []
+    given: dict[str, Any] = {}
+    forced = dict.fromkeys(settings.get("refresh", ()), "--refresh")
+    if selection:
+        chosen = select(pipeline, selection, _finder(pipeline, state, settings))
+        pipeline, notes, given = chosen.spec, chosen.notes, chosen.given
+        taken = {tid: {"run_id": t.run_id, "cached": t.cached}
+                 for tid, t in sorted(chosen.taken.items())}
+        forced.update(dict.fromkeys(sorted(chosen.forced), "--from"))
+    if no_cache:
+        forced = dict.fromkeys(pipeline.tasks, "--no-cache")
+    plug = CachePlug(pipeline, "dry-run", CacheStore(state.root), {}, given=given)
+    verdicts = plan(plug, forced)
+    return {"pipeline": full.name,
+            "tasks": {tid: verdicts[tid].as_dict() for tid in pipeline.tasks},
+            "taken": taken, "notes": notes}
+
+
 def _select(pipeline: Any, selection: Any, state: Any, settings: dict[str, Any],
             reporter: Reporter | None) -> Any:
     """The partial run's spec (selection.py); its record goes into `settings`."""
-    from dagrun.selection import select, taken_outputs
+    from dagrun.selection import select
 
-    chosen = select(pipeline, selection,
-                    lambda wanted: taken_outputs(state, pipeline, wanted))
+    chosen = select(pipeline, selection, _finder(pipeline, state, settings))
     settings["selection"] = chosen.record(selection)
     if reporter is not None:
         for line in chosen.notes:
             reporter.message(line)
         by_run: dict[str, list[str]] = {}
         for tid, taken in sorted(chosen.taken.items()):
-            by_run.setdefault(taken.run_id, []).append(tid)
-        took = "".join(f"; taking {', '.join(tids)} from run {rid}"
-                       for rid, tids in by_run.items())
+            src = f"the cache (run {taken.run_id})" if taken.cached else f"run {taken.run_id}"
+            by_run.setdefault(src, []).append(tid)
+        took = "".join(f"; taking {', '.join(tids)} from {src}" for src, tids in by_run.items())
         reporter.message(f"partial run ({selection.describe()}): {len(chosen.spec.tasks)} of "
                          f"{len(pipeline.tasks)} tasks{took}")
     return chosen.spec
+
+
+def _finder(pipeline: Any, state: Any, settings: Mapping[str, Any]) -> Any:
+    """Where a partial run's outside outputs come from: the cache (with the
+    run's --no-cache/--refresh), else the newest run where each completed."""
+    from dagrun.selection import taken_outputs
+
+    cache = None
+    if any(t.cache is not None for t in pipeline.tasks.values()):
+        from dagrun.cache.plug import CachePlug
+        from dagrun.cache.store import CacheStore
+
+        cache = CachePlug.for_run(pipeline, "", CacheStore(state.root), {}, settings)
+    return lambda wanted: taken_outputs(state, pipeline, wanted, cache)
 
 
 def _cache_settings(pipeline: Any, no_cache: bool, refresh: Iterable[str]) -> dict[str, Any]:

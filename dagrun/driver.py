@@ -139,9 +139,8 @@ def cache_plug(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus
 
     if not wanted(spec):
         return None
-    return CachePlug(spec, info.run_id, CacheStore(state_root(info)), statuses,
-                     use=not settings.get("no_cache"), refresh=settings.get("refresh") or (),
-                     durable=settings["durability"] == "durable")
+    return CachePlug.for_run(spec, info.run_id, CacheStore(state_root(info)), statuses,
+                             settings)
 
 
 def event_waits(info: RunInfo, spec: PipelineSpec, emitted: set[str] | None) -> Any:

@@ -36,6 +36,7 @@ class Taken:
 
     output: Any
     run_id: str
+    cached: bool = False  # from the cache (an entry `run_id` stored)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class Selected:
     taken: dict[str, Taken]  # outside upstream -> its output and source run
     forced: frozenset[str]  # --from's tasks: re-run even when a cache could answer
     notes: list[str] = field(default_factory=list)
+    # task -> {param: upstream(s)} of the kwargs that hold taken outputs: a cache
+    # key counts them as inputs, as a full run does (cache/plug.py).
+    given: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def record(self, selection: Selection) -> dict[str, Any]:
         """What run.json keeps (settings["selection"]): the request, the tasks it
@@ -69,8 +73,9 @@ class Selected:
         can select again without the other runs."""
         return {"only": list(selection.only), "from": list(selection.from_),
                 "until": list(selection.until), "tasks": list(self.spec.tasks),
-                "forced": sorted(self.forced),
-                "taken": {tid: {"run_id": t.run_id, "output": t.output}
+                "forced": sorted(self.forced), "given": self.given,
+                "taken": {tid: {"run_id": t.run_id, "output": t.output,
+                                **({"cached": True} if t.cached else {})}
                           for tid, t in self.taken.items()}}
 
 
@@ -111,7 +116,8 @@ def select(spec: PipelineSpec, selection: Selection, find: Finder) -> Selected:
         chosen.update(missing)
     taken = {tid: t for tid, t in taken.items() if tid not in chosen}
     reduced = {tid: _cut(t, chosen, taken) for tid, t in tasks.items() if tid in chosen}
-    return Selected(dataclasses.replace(spec, tasks=reduced), taken, forced, notes)
+    return Selected(dataclasses.replace(spec, tasks=reduced), taken, forced, notes,
+                    given_inputs(tasks, chosen))
 
 
 def reselect(spec: PipelineSpec, record: Mapping[str, Any]) -> PipelineSpec:
@@ -128,6 +134,16 @@ def reselect(spec: PipelineSpec, record: Mapping[str, Any]) -> PipelineSpec:
                          f"no output of: {', '.join(lacking)}; start a new run instead")
     reduced = {tid: _cut(t, chosen, taken) for tid, t in spec.tasks.items() if tid in chosen}
     return dataclasses.replace(spec, tasks=reduced)
+
+
+def given_inputs(tasks: Mapping[str, TaskSpec], chosen: set[str]) -> dict[str, dict[str, Any]]:
+    """task -> {param: upstream(s)} of the inputs `_cut` turns into kwargs."""
+    out: dict[str, dict[str, Any]] = {}
+    for tid in chosen:
+        for param, ups in tasks[tid].inputs.items():
+            if not any(u in chosen for u in ([ups] if isinstance(ups, str) else ups)):
+                out.setdefault(tid, {})[param] = ups
+    return out
 
 
 def ancestors(tasks: Mapping[str, TaskSpec], roots: Iterable[str]) -> set[str]:
@@ -206,32 +222,58 @@ def _escaped(value: Any) -> Any:
 # ---------------------------------------------------------------- where outputs come from
 
 
-def taken_outputs(state: Any, spec: PipelineSpec, wanted: set[str]) -> dict[str, Taken]:
+def taken_outputs(state: Any, spec: PipelineSpec, wanted: set[str],
+                  cache: Any = None) -> dict[str, Taken]:
     """The output of each of `wanted` (task ids of `spec`, params bound) from
-    outside the run: the newest earlier run of the pipeline (by name, as
-    `dagrun runs` lists them) in which that task completed. Those found
-    nowhere are left out.
-
-    The one place a partial run's inputs come from: a task cache, when there
-    is one, is asked here first (`spec` gives what a cache key needs).
+    outside the run: the cache's entry for the task's current key, when
+    `cache` (a CachePlug on `spec`) has one (cache/plan.py); else the newest
+    earlier run of the pipeline (by name, as `dagrun runs` lists them) in
+    which that task completed. Those found nowhere are left out.
     """
-    pipeline = spec.name
-    from dagrun.history import _metas, read_run
-
+    journal = Journal(state, spec.name)
     found: dict[str, Taken] = {}
-    metas, _bad = _metas(state)
-    for _created, rid, name in metas:  # newest first
-        if name != pipeline:
-            continue
-        try:
-            view = read_run(state, rid)
-        except DagrunError:
-            continue  # an unreadable run is no source; `dagrun runs` names it
-        for tid in wanted - found.keys():
-            task = view.tasks.get(tid)
-            if task is not None and task.state == "completed":
-                found[tid] = Taken(task.output, rid)
-        if len(found) == len(wanted):
-            break
+    if cache is not None:
+        from dagrun.cache.plan import cached_outputs
+
+        def source(tid: str) -> tuple[Any, str] | None:
+            t = journal.get(tid)
+            return None if t is None else (t.output, t.run_id)
+
+        for tid, (output, rid) in cached_outputs(cache, wanted, source).items():
+            found[tid] = Taken(output, rid, cached=True)
+    for tid in sorted(wanted - found.keys()):
+        taken = journal.get(tid)
+        if taken is not None:
+            found[tid] = taken
     return found
 
+
+class Journal:
+    """Task outputs from the pipeline's runs, newest run first; each run is
+    read once, and only as far back as a task asked for needs."""
+
+    def __init__(self, state: Any, pipeline: str) -> None:
+        from dagrun.history import _metas
+
+        self.state = state
+        self.runs = [rid for _created, rid, name in _metas(state)[0] if name == pipeline]
+        self.read: list[Any] = []  # views of runs[:len(read)]
+
+    def get(self, tid: str) -> Taken | None:
+        from dagrun.history import read_run
+
+        i = 0
+        while True:
+            if i == len(self.read):
+                if i == len(self.runs):
+                    return None
+                try:
+                    view = read_run(self.state, self.runs[i])
+                except DagrunError:
+                    view = None  # an unreadable run is no source; `dagrun runs` names it
+                self.read.append(view)
+            view = self.read[i]
+            task = view.tasks.get(tid) if view is not None else None
+            if task is not None and task.state == "completed":
+                return Taken(task.output, self.runs[i])
+            i += 1

@@ -58,7 +58,11 @@ _memo: dict[bytes, str] = {}
 
 
 def key_of(parts: Mapping[str, str]) -> str:
-    return digest("\n".join(f"{p}={parts.get(p, '')}" for p in PARTS).encode())
+    # Spelled out (the same text as "\n".join(f"{p}={parts[p]}" for p in PARTS)):
+    # once per cached task in a run, where a generator costs a tenth of a run.
+    g = parts.get
+    return digest(f"code={g('code', '')}\nkwargs={g('kwargs', '')}\ninputs={g('inputs', '')}"
+                  f"\nfiles={g('files', '')}\nversion={g('version', '')}".encode())
 
 
 class Hasher:

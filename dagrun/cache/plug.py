@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dagrun.cache.key import Hasher, changed_part, key_of, value_digest
@@ -64,7 +64,8 @@ class CachePlug:
 
     def __init__(self, spec: PipelineSpec, run_id: str, store: CacheStore,
                  statuses: dict[str, TaskStatus], *, use: bool = True,
-                 refresh: Iterable[str] = (), durable: bool = False) -> None:
+                 refresh: Iterable[str] = (), durable: bool = False,
+                 given: dict[str, dict[str, Any]] | None = None) -> None:
         self.spec = spec
         self.run_id = run_id
         self.store = store
@@ -72,6 +73,9 @@ class CachePlug:
         self.use = use
         self.refresh = set(refresh)
         self.durable = durable
+        # A partial run's kwargs holding taken outputs (selection.py): hashed as
+        # the inputs they are, so a task has one key whatever the selection.
+        self.given = given or {}
         self.hasher = Hasher(spec.base_dir)
         # (task, key) -> newest entry: tasks with the same definition (a
         # thousand copies of one call) have the same key but entries of their own.
@@ -87,11 +91,27 @@ class CachePlug:
         self._fd: int | None = None  # the entry file, opened at the first write
         self._flushed = time.monotonic()
 
+    @classmethod
+    def for_run(cls, spec: PipelineSpec, run_id: str, store: CacheStore,
+                statuses: dict[str, TaskStatus], settings: Mapping[str, Any]) -> CachePlug:
+        """The plug a run's settings (run.json) ask for: --no-cache, --refresh,
+        and of a partial run, --from's tasks forced and the taken kwargs."""
+        selection = settings.get("selection") or {}
+        return cls(spec, run_id, store, statuses, use=not settings.get("no_cache"),
+                   refresh=[*(settings.get("refresh") or ()), *(selection.get("forced") or ())],
+                   durable=settings.get("durability") == "durable",
+                   given=selection.get("given"))
+
     # ------------------------------------------------------------ scheduler side
 
     def parts(self, t: TaskSpec, statuses: dict[str, TaskStatus]) -> dict[str, str]:
         inputs = {p: (statuses[u].output if isinstance(u, str)
                       else [statuses[x].output for x in u]) for p, u in t.inputs.items()}
+        given = self.given.get(t.id)
+        if given:
+            kwargs = dict(t.kwargs)
+            inputs.update((p, kwargs.pop(p)) for p in given if p in kwargs)
+            t = dataclasses.replace(t, kwargs=kwargs)
         return self.hasher.parts(t, inputs)
 
     def hit_entry(self, t: TaskSpec, key: str) -> dict[str, Any] | None:

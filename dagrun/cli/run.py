@@ -51,15 +51,24 @@ from dagrun.cli.progress import progress
               "runs (results of tasks with `cache` are still stored).")
 @click.option("--refresh", "refresh", multiple=True, metavar="TASK", help="Run TASK even if "
               "its result is cached, and store the new result (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Print what would run and why (cached, code "
+              "changed, ...), and run nothing; with --json: one object.")
 @executor_options
 def run(spec: str, state_dir: str, json_mode: bool, quiet: bool, run_id: str | None,
         workers: int | None, durability: str | None, deadline: str | None,
         if_running: str | None, wait_timeout: str | None, params: tuple[str, ...],
         metrics_file: str | None, only: tuple[str, ...], from_: tuple[str, ...],
         until: tuple[str, ...], no_cache: bool, refresh: tuple[str, ...],
-        executor: str | None, executor_timeout: str | None) -> int:
+        dry_run: bool, executor: str | None, executor_timeout: str | None) -> int:
     """Validate SPEC, then execute a new run of it."""
     from dagrun import api
+
+    if dry_run:
+        from dagrun.cli.dry_run import show
+
+        return show(api.dry_run(spec, state_dir=state_dir, params=parsed_params(params),
+                                only=only, from_=from_, until=until, no_cache=no_cache,
+                                refresh=refresh), json_mode)
     from dagrun.errors import PipelineBusy
     from dagrun.store.runs import new_run_id
 
