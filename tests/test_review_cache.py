@@ -1,0 +1,98 @@
+"""Review of task caching (issue 13) as a user would meet it: a hit must never
+hand back an output the task would not produce now. Through the CLI."""
+
+from __future__ import annotations
+
+import os
+
+RUN = ("run", "--json")
+
+
+def outputs(result) -> dict:
+    return {tid: (t["state"], t["output"], t.get("cached", False))
+            for tid, t in result.json["tasks"].items()}
+
+
+def test_editing_the_module_that_defines_a_reexported_callable_is_a_miss(cli, write):
+    # call names tasks_api:f, but f is written in impl.py: its code is impl's source.
+    write("tasks_api.py", "from impl import f\n")
+    write("impl.py", "def f():\n    return 1\n")
+    spec = write("p.toml", '[tasks.t]\ncall = "tasks_api:f"\ncache = true\n')
+    assert outputs(cli(*RUN, str(spec)))["t"] == ("completed", 1, False)
+    write("impl.py", "def f():\n    return 2 + 0\n")  # another size: no stale .pyc
+    assert outputs(cli(*RUN, str(spec)))["t"] == ("completed", 2, False)
+
+
+def test_a_directory_in_files_in_is_hashed_by_its_content(cli, write, tmp_path):
+    write("reader.py", """
+        import os
+        def read(path):
+            return sorted(open(os.path.join(r, n)).read()
+                          for r, _, names in os.walk(path) for n in names)
+        """)
+    write("data/one.txt", "1")
+    spec = write("p.toml", f"""
+        [tasks.r]
+        call = "reader:read"
+        kwargs = {{ path = "{tmp_path / 'data'}" }}
+        files_in = ["data"]
+        cache = true
+        """)
+    assert outputs(cli(*RUN, str(spec)))["r"] == ("completed", ["1"], False)
+    write("data/one.txt", "2")  # an edit inside the folder
+    assert outputs(cli(*RUN, str(spec)))["r"] == ("completed", ["2"], False)
+    write("data/sub/two.txt", "3")  # a new file, deeper
+    assert outputs(cli(*RUN, str(spec)))["r"] == ("completed", ["2", "3"], False)
+    assert outputs(cli(*RUN, str(spec)))["r"] == ("completed", ["2", "3"], True)
+
+
+def test_a_directory_in_files_out_is_an_output_not_a_missing_one(cli, write, tmp_path):
+    write("maker.py", f"""
+        import os
+        def make():
+            os.makedirs({str(tmp_path / 'out')!r}, exist_ok=True)
+            with open({str(tmp_path / 'out' / 'f.txt')!r}, "w") as fh:
+                fh.write("made")
+            return 1
+        """)
+    spec = write("p.toml", '[tasks.m]\ncall = "maker:make"\nfiles_out = ["out"]\ncache = true\n')
+    first = cli(*RUN, str(spec))
+    assert first.code == 0, first.json["tasks"]["m"]["error"]
+    assert outputs(cli(*RUN, str(spec)))["m"] == ("completed", 1, True)
+    (tmp_path / "out" / "f.txt").write_text("edited by hand")
+    assert outputs(cli(*RUN, str(spec)))["m"] == ("completed", 1, False)  # ran again
+
+
+def test_a_cached_task_with_a_false_condition_is_skipped_not_a_hit(cli, write, tmp_path):
+    gate = tmp_path / "GO"
+    write("gate.py", f"""
+        import os
+        def open_():
+            return os.path.exists({str(gate)!r})
+        def one():
+            return 1
+        """)
+    spec = write("p.toml", """
+        [defaults]
+        cache = true
+        [tasks.publish]
+        call = "gate:one"
+        when = "gate:open_"
+        [tasks.after]
+        call = "gate:one"
+        deps = ["publish"]
+        """)
+    gate.touch()
+    assert outputs(cli(*RUN, str(spec)))["publish"] == ("completed", 1, False)
+    os.unlink(gate)
+    second = cli(*RUN, str(spec))
+    assert second.json["tasks"]["publish"]["state"] == "skipped"
+    assert second.json["tasks"]["after"]["state"] == "skipped"
+
+
+def test_cache_with_when_on_the_same_task_is_a_spec_error(cli, write):
+    write("gate.py", "def yes():\n    return True\ndef one():\n    return 1\n")
+    spec = write("p.toml", '[tasks.t]\ncall = "gate:one"\nwhen = "gate:yes"\ncache = true\n')
+    r = cli("validate", str(spec))
+    assert r.code == 2
+    assert r.stderr.count("\n") == 1 and "'cache' cannot be set on a task with 'when'" in r.stderr
