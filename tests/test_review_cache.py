@@ -125,3 +125,14 @@ def test_a_cached_task_that_emits_an_event_still_releases_its_waiter(cli, write)
     second = cli(*RUN, str(spec))
     assert outputs(second)["prod"] == ("completed", 5, True)
     assert outputs(second)["cons"] == ("completed", 6, False)
+
+
+@pytest.mark.parametrize("command", [("cache", "list"), ("cache", "clear"),
+                                     ("gc", "--keep", "5")])
+def test_a_cache_folder_that_is_a_file_is_one_line_and_exit_4(cli, tmp_path, command):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "cache").write_text("not a folder")
+    r = cli(*command, "--state-dir", str(state))
+    assert (r.code, r.stderr.count("\n")) == (4, 1), r.stderr
+    assert "Traceback" not in r.stderr and "cache" in r.stderr

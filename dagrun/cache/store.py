@@ -106,6 +106,8 @@ class CacheStore:
                           if p.is_file() and not p.name.startswith("."))
         except FileNotFoundError:
             return []
+        except OSError as exc:  # e.g. `cache` is a file: one line and exit 4, not a traceback
+            raise StateIOError(f"cannot read {self.root}: {describe_os_error(exc)}") from None
 
     def rewrite(self, pipeline: str, keep: Callable[[dict[str, Any]], bool]) -> int:
         """Keep only the entries `keep` accepts (and the newest of each key);
