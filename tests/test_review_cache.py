@@ -100,8 +100,6 @@ def test_cache_with_when_on_the_same_task_is_a_spec_error(cli, write):
     assert r.stderr.count("\n") == 1 and "'cache' cannot be set on a task with 'when'" in r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="a hit does not replay the events its task emitted "
-                   "(review R1: not fixed; needs the entry to carry them)")
 def test_a_cached_task_that_emits_an_event_still_releases_its_waiter(cli, write):
     write("emitter.py", """
         import dagrun

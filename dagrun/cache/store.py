@@ -12,7 +12,8 @@ file atomically (an append racing a rewrite may be lost: a miss later).
 
 An entry: v, pipeline, task, key, parts (key.py), output (the value itself,
 so a hit outlives `gc` of the run that made it), output_digest, files_out
-(path -> digest), run (the run it came from), created (wall clock), ttl.
+(path -> digest), run (the run it came from), created (wall clock), ttl,
+and events (those its task emitted, if any: a hit emits them again).
 """
 
 from __future__ import annotations
@@ -141,7 +142,9 @@ def well_formed(e: Any, pipeline: str) -> bool:
             and isinstance(e.get("created"), (int, float)) and "output" in e
             and isinstance(e.get("output_digest"), str)
             and isinstance(e.get("files_out"), dict)
-            and (e.get("ttl") is None or isinstance(e.get("ttl"), (int, float))))
+            and (e.get("ttl") is None or isinstance(e.get("ttl"), (int, float)))
+            and (isinstance(e.get("events", []), list)
+                 and all(isinstance(n, str) for n in e.get("events", []))))
 
 
 def expired(entry: dict[str, Any], ttl: float | None, now: float | None = None) -> bool:
