@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import orjson
 import pytest
 
 RUN = ("run", "--json")
@@ -134,3 +135,32 @@ def test_a_cache_folder_that_is_a_file_is_one_line_and_exit_4(cli, tmp_path, com
     r = cli(*command, "--state-dir", str(state))
     assert (r.code, r.stderr.count("\n")) == (4, 1), r.stderr
     assert "Traceback" not in r.stderr and "cache" in r.stderr
+
+
+def test_a_torn_last_entry_costs_one_rerun_not_the_next_entry_too(cli, write, tmp_path):
+    log = tmp_path / "side.log"
+    write("steps.py", f"""
+        def step(name):
+            with open({str(log)!r}, "a") as fh:
+                fh.write(name + "\\n")
+            return name
+        """)
+    spec = write("p.toml", """
+        [defaults]
+        cache = true
+        [tasks.x]
+        call = "steps:step"
+        kwargs = { name = "x" }
+        [tasks.y]
+        call = "steps:step"
+        kwargs = { name = "y" }
+        """)
+    assert cli(*RUN, str(spec)).code == 0
+    entries = tmp_path / "state" / "cache" / "p"
+    data = entries.read_bytes()
+    entries.write_bytes(data[:-20])  # a crash in the middle of the last entry
+    log.write_text("")
+    assert cli(*RUN, str(spec)).code == 0
+    assert cli(*RUN, str(spec)).code == 0
+    torn = orjson.loads(data.splitlines()[-1].split(b" ", 1)[1])["task"]
+    assert log.read_text().split() == [torn]  # only the torn entry's task ran again

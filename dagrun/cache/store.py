@@ -75,7 +75,9 @@ class CacheStore:
         if not entries:
             return
         path = self.path(pipeline)
-        data = b"".join(frame(e) for e in entries)
+        # The leading newline ends a line torn by an earlier crash or full disk,
+        # which would otherwise swallow this batch's first entry.
+        data = b"\n" + b"".join(frame(e) for e in entries)
         own = fd is None
         try:
             if fd is None:
