@@ -75,14 +75,17 @@ class CacheStore:
         if not entries:
             return
         path = self.path(pipeline)
-        # The leading newline ends a line torn by an earlier crash or full disk,
-        # which would otherwise swallow this batch's first entry.
-        data = b"\n" + b"".join(frame(e) for e in entries)
+        data = b"".join(frame(e) for e in entries)
         own = fd is None
         try:
             if fd is None:
                 fd = self.open_append(pipeline)
             try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    # A line torn by a crash or a full disk is ended, or it would
+                    # swallow this batch's first entry.
+                    data = b"\n" + data
                 # One write: concurrent appenders never interleave inside a batch.
                 written = os.write(fd, data)
                 if written != len(data):  # a full disk: the tail is torn, then rejected
@@ -99,7 +102,7 @@ class CacheStore:
         path = self.path(pipeline)
         make_private_dir(self.root)
         try:
-            return open_state_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            return open_state_file(path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
         except OSError as exc:
             raise StateIOError(f"cannot write {path}: {describe_os_error(exc)}") from None
 
