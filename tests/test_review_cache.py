@@ -7,6 +7,7 @@ import os
 
 import orjson
 import pytest
+from proc import start, wait_for
 
 RUN = ("run", "--json")
 
@@ -164,3 +165,36 @@ def test_a_torn_last_entry_costs_one_rerun_not_the_next_entry_too(cli, write, tm
     assert cli(*RUN, str(spec)).code == 0
     torn = orjson.loads(data.splitlines()[-1].split(b" ", 1)[1])["task"]
     assert log.read_text().split() == [torn]  # only the torn entry's task ran again
+
+
+def test_cache_clear_of_one_task_mid_run_keeps_the_entries_written_after_it(cli, write,
+                                                                          tmp_path):
+    gate = tmp_path / "go"
+    write("slow.py", f"""
+        import os, time
+        def quick():
+            return 1
+        def held(x):
+            while not os.path.exists({str(gate)!r}):
+                time.sleep(0.02)
+            return x + 1
+        """)
+    spec = write("p.toml", """
+        [defaults]
+        cache = true
+        [tasks.a]
+        call = "slow:quick"
+        [tasks.b]
+        call = "slow:held"
+        deps = ["a"]
+        inputs = { x = "a" }
+        """)
+    entries = tmp_path / "state" / "cache" / "p"
+    proc = start("run", str(spec))
+    # Generous: a's entry is written within a second (FLUSH_SECONDS) of its completion.
+    wait_for(lambda: entries.exists() and b'"task":"a"' in entries.read_bytes(), timeout=30)
+    assert cli("cache", "clear", "p", "a").code == 0
+    gate.touch()
+    assert proc.wait(timeout=60) == 0
+    listed = cli("cache", "list", "p", "--json").json
+    assert [e["task"] for e in listed] == ["b"]

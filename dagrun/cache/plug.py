@@ -231,6 +231,9 @@ class CachePlug:
     def flush(self) -> None:
         if self._buffer:
             entries, self._buffer = self._buffer, []
+            if self._fd is not None and self.store.replaced(self.spec.name, self._fd):
+                os.close(self._fd)  # `cache clear` mid-run: append to the new file
+                self._fd = None
             if self._fd is None:
                 self._fd = self.store.open_append(self.spec.name)
             self.store.append(self.spec.name, entries, durable=self.durable, fd=self._fd)

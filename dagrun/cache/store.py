@@ -106,6 +106,16 @@ class CacheStore:
         except OSError as exc:
             raise StateIOError(f"cannot write {path}: {describe_os_error(exc)}") from None
 
+    def replaced(self, pipeline: str, fd: int) -> bool:
+        """True if the file was rewritten (`cache clear`, `gc`) or removed since
+        `fd` was opened: appends to it would be lost."""
+        try:
+            st = os.stat(self.path(pipeline), follow_symlinks=False)
+            own = os.fstat(fd)
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != (own.st_dev, own.st_ino)
+
     def pipelines(self) -> list[str]:
         try:
             return sorted(p.name for p in self.root.iterdir()
