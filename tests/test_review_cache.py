@@ -198,3 +198,33 @@ def test_cache_clear_of_one_task_mid_run_keeps_the_entries_written_after_it(cli,
     assert proc.wait(timeout=60) == 0
     listed = cli("cache", "list", "p", "--json").json
     assert [e["task"] for e in listed] == ["b"]
+
+
+def test_no_digest_of_a_secret_param_is_written_to_the_cache(cli, write, tmp_path):
+    write("tok.py", "def f(token, n):\n    return n\n")
+    spec = write("p.toml", """
+        [pipeline]
+        secret_params = ["token"]
+        [params]
+        n = 3
+        [defaults]
+        cache = true
+        [tasks.t]
+        call = "tok:f"
+        kwargs = { token = "${params.token}", n = "${params.n}" }
+        [tasks.u]
+        call = "tok:f"
+        kwargs = { token = "public", n = "${params.n}" }
+        """)
+    first = cli(*RUN, str(spec), "--param", "token=hunter2")
+    assert first.code == 0
+    entries = (tmp_path / "state" / "cache" / "p").read_bytes()
+    # A dictionary attack on the key parts is exactly this: hash a guess, grep.
+    import hashlib
+
+    for guess in ({"token": "hunter2", "n": 3}, {"n": 3, "token": "hunter2"}):
+        digest = hashlib.sha256(orjson.dumps(guess, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        assert digest.encode() not in entries
+    assert b"hunter2" not in entries
+    second = cli(*RUN, str(spec), "--param", "token=hunter2")
+    assert outputs(second) == {"t": ("completed", 3, False), "u": ("completed", 3, True)}
