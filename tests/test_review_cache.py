@@ -228,3 +228,36 @@ def test_no_digest_of_a_secret_param_is_written_to_the_cache(cli, write, tmp_pat
     assert b"hunter2" not in entries
     second = cli(*RUN, str(spec), "--param", "token=hunter2")
     assert outputs(second) == {"t": ("completed", 3, False), "u": ("completed", 3, True)}
+
+
+def test_a_task_waiting_for_an_event_is_not_a_hit_without_the_event(cli, write, tmp_path):
+    write("gate.py", "def one():\n    return 1\n")
+    spec = write("p.toml", """
+        [defaults]
+        cache = true
+        [tasks.publish]
+        call = "gate:one"
+        wait_for = ["approved"]
+        [tasks.deploy]
+        call = "gate:one"
+        deps = ["publish"]
+        """)
+    first = start("run", str(spec), "--run-id", "first")
+    # Generous: the run must exist before it can take an event.
+    wait_for(lambda: (tmp_path / "state" / "runs" / "first" / "journal").exists(), timeout=30)
+    assert cli("emit", "first", "approved").code == 0
+    assert first.wait(timeout=60) == 0
+    # No approval this time: publish waits (and times out), deploy does not run.
+    second = cli(*RUN, str(spec), "--run-id", "second", "--deadline", "3s")
+    assert second.code == 130
+    assert second.json["tasks"]["publish"]["state"] != "completed"
+    assert second.json["tasks"]["deploy"]["state"] != "completed"
+
+
+def test_cache_with_wait_for_on_the_same_task_is_a_spec_error(cli, write):
+    write("gate.py", "def one():\n    return 1\n")
+    spec = write("p.toml", '[tasks.t]\ncall = "gate:one"\nwait_for = ["go"]\ncache = true\n')
+    r = cli("validate", str(spec))
+    assert r.code == 2
+    assert r.stderr.count("\n") == 1
+    assert "'cache' cannot be set on a task with 'wait_for'" in r.stderr

@@ -49,15 +49,16 @@ def wanted(spec: PipelineSpec) -> bool:
 def cacheable(t: TaskSpec) -> bool:
     """Caching on, and a result that depends only on the key's parts: not a
     sensor, a loop or a map, nor a task carrying state across runs (whose hit
-    would skip its state's update), nor one with a `when` (a hit would skip
-    the predicate, which decides between running and a skip), nor one whose
+    would skip its state's update), nor one with a `when` or a `wait_for` (a
+    hit would skip the predicate or the event that decide whether and when
+    it runs: an approval gate), nor one whose
     kwargs name a secret param (a bound task keeps its template: the key, on
     disk, is an unsalted digest of the secret); `cache` under [defaults]
     skips those."""
     from dagrun.kinds.state import supplied
 
     return (t.cache is not None and t.sensor is None and t.repeat is None and t.map is None
-            and t.when is None and t.template is None and not supplied(t))
+            and t.when is None and not t.wait_for and t.template is None and not supplied(t))
 
 
 def is_hit(event: Any) -> bool:

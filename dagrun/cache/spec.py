@@ -76,6 +76,9 @@ def task_keys(tdoc: Mapping[str, Any], ctx: str) -> dict[str, Any]:
         if "when" in tdoc:
             raise SpecError(f"{ctx}: 'cache' cannot be set on a task with 'when' (a hit "
                             "would skip the predicate that decides whether it runs)")
+        if "wait_for" in tdoc:
+            raise SpecError(f"{ctx}: 'cache' cannot be set on a task with 'wait_for' (a "
+                            "hit would skip the events it waits for)")
     return out
 
 
