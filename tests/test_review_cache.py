@@ -261,3 +261,18 @@ def test_cache_with_wait_for_on_the_same_task_is_a_spec_error(cli, write):
     assert r.code == 2
     assert r.stderr.count("\n") == 1
     assert "'cache' cannot be set on a task with 'wait_for'" in r.stderr
+
+
+def test_a_file_whose_name_looks_like_a_glob_is_hashed(cli, write, tmp_path):
+    write("reader.py", "def read(path):\n    return open(path).read()\n")
+    write("report[1].csv", "old")
+    spec = write("p.toml", f"""
+        [tasks.r]
+        call = "reader:read"
+        kwargs = {{ path = "{tmp_path / 'report[1].csv'}" }}
+        files_in = ["report[1].csv"]
+        cache = true
+        """)
+    assert outputs(cli(*RUN, str(spec)))["r"] == ("completed", "old", False)
+    write("report[1].csv", "new!")
+    assert outputs(cli(*RUN, str(spec)))["r"] == ("completed", "new!", False)

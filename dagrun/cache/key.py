@@ -114,8 +114,8 @@ class Hasher:
 
     def expand(self, pattern: str) -> list[str]:
         """Paths (relative to the spec's folder, as written) a glob or path names."""
-        if not glob.has_magic(pattern):
-            return [pattern]
+        if not glob.has_magic(pattern) or os.path.lexists(os.path.join(self.base, pattern)):
+            return [pattern]  # a file named like a glob (`report[1].csv`) is itself
         return sorted(glob.glob(pattern, root_dir=self.base, recursive=True))
 
     def files(self, patterns: Iterable[str]) -> dict[str, str | None]:
