@@ -20,6 +20,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import importlib.util
+import inspect
 import os
 import sys
 from collections.abc import Iterable, Mapping
@@ -81,11 +82,13 @@ class Hasher:
         return found
 
     def file(self, path: str) -> str | None:
-        """The content digest of a file; None if it is missing or not a file."""
+        """The content digest of a file or of a folder's tree; None if missing."""
         try:
             st = os.stat(path)
         except OSError:
             return None
+        if os.path.isdir(path):
+            return self._tree(path)
         if not os.path.isfile(path):
             return None
         ident = (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -102,10 +105,21 @@ class Hasher:
         self._files[path] = (ident, h.hexdigest())
         return h.hexdigest()
 
+    def _tree(self, top: str) -> str:
+        """A folder named in files_in/files_out: what a task reads or writes is
+        the files under it, so an edit or a new file anywhere inside counts."""
+        found = []
+        for root, dirs, names in os.walk(top):
+            dirs.sort()
+            for name in sorted(names):
+                full = os.path.join(root, name)
+                found.append((os.path.relpath(full, top), self.file(full)))
+        return value_digest(found)
+
     def expand(self, pattern: str) -> list[str]:
         """Paths (relative to the spec's folder, as written) a glob or path names."""
-        if not glob.has_magic(pattern):
-            return [pattern]
+        if not glob.has_magic(pattern) or os.path.lexists(os.path.join(self.base, pattern)):
+            return [pattern]  # a file named like a glob (`report[1].csv`) is itself
         return sorted(glob.glob(pattern, root_dir=self.base, recursive=True))
 
     def files(self, patterns: Iterable[str]) -> dict[str, str | None]:
@@ -122,6 +136,10 @@ class Hasher:
         if code is None:
             module = t.call.split(":", 1)[0]
             text = f"{t.call}\n{t.when or ''}\n{self.module(module)}"
+            defining = _defining_module(t.call)
+            if defining is not None and defining != module:
+                # `call` names a re-export: the code that runs is in another module.
+                text += f"\n{defining}\n{self.module(defining)}"
             code = self._code[t.call, t.when] = digest(text.encode())
         files_part = _NO_FILES
         if t.files_in or t.files_out:
@@ -134,6 +152,21 @@ class Hasher:
 
 
 _NO_FILES = value_digest({})
+
+
+def _defining_module(call: str) -> str | None:
+    """The module the callable is written in (its __module__), if the driver
+    has imported it (it checks every callable before a run)."""
+    module, _, attr_path = call.partition(":")
+    obj: Any = sys.modules.get(module)
+    try:
+        for part in attr_path.split("."):
+            obj = getattr(obj, part)
+        obj = inspect.unwrap(obj)
+    except (AttributeError, ValueError):
+        return None
+    name = getattr(obj, "__module__", None)
+    return name if isinstance(name, str) else None
 
 
 def _module_digest(name: str) -> str:

@@ -11,6 +11,10 @@
 - `on_event()`: a listener; a task completed by an attempt stores an entry
   (after its record is on disk), written in batches (FLUSH_ENTRIES,
   FLUSH_SECONDS) and at the run's end.
+- `emitted()` (kinds/events.py, each loop turn): the events tasks emitted. An
+  entry keeps those of its task and a hit emits them again, or a task waiting
+  for one would wait for ever. They reach the scheduler at the loop turn after
+  the task's result, so an entry is written one tick after its completion.
 """
 
 from __future__ import annotations
@@ -45,11 +49,16 @@ def wanted(spec: PipelineSpec) -> bool:
 def cacheable(t: TaskSpec) -> bool:
     """Caching on, and a result that depends only on the key's parts: not a
     sensor, a loop or a map, nor a task carrying state across runs (whose hit
-    would skip its state's update); `cache` under [defaults] skips those."""
+    would skip its state's update), nor one with a `when` or a `wait_for` (a
+    hit would skip the predicate or the event that decide whether and when
+    it runs: an approval gate), nor one whose
+    kwargs name a secret param (a bound task keeps its template: the key, on
+    disk, is an unsalted digest of the secret); `cache` under [defaults]
+    skips those."""
     from dagrun.kinds.state import supplied
 
     return (t.cache is not None and t.sensor is None and t.repeat is None and t.map is None
-            and not supplied(t))
+            and t.when is None and not t.wait_for and t.template is None and not supplied(t))
 
 
 def is_hit(event: Any) -> bool:
@@ -88,6 +97,9 @@ class CachePlug:
         self.keys: dict[str, tuple[str, dict[str, str]]] = {}  # misses: task -> key, parts
         self.made: dict[str, dict[str, str]] = {}  # task -> its files_out digests
         self._buffer: list[dict[str, Any]] = []
+        self.emits: dict[str, list[str]] = {}  # task -> the events it emitted in this run
+        self._young: list[tuple[int, dict[str, Any]]] = []  # (tick stored, entry)
+        self._ticks = 0
         self._fd: int | None = None  # the entry file, opened at the first write
         self._flushed = time.monotonic()
 
@@ -157,9 +169,29 @@ class CachePlug:
             if e is not None:
                 sched._transition(tid, TaskState.COMPLETED, output=e["output"], error=None,
                                   cached_from=e["run"])
+                self._replay(sched, tid, e.get("events") or ())
                 return True
         self.keys[tid] = (key, parts)
         return False
+
+    def _replay(self, sched: Scheduler, tid: str, names: Iterable[str]) -> None:
+        """A hit emits the events its task emitted when it ran (journalled with
+        the hit's record, so a resume knows them)."""
+        if sched.waits is None:
+            return
+        from dagrun.store.records import RUN_FORMAT
+
+        for name in names:
+            sched.waits.emitted.add(name)
+            sched._records.append({"v": RUN_FORMAT, "kind": "event", "name": name,
+                                   "source": f"task {tid} (cached)", "at": sched.wall()})
+        self.emitted([(tid, n) for n in names])  # a hit's entry is not rewritten: no-op
+
+    def emitted(self, pairs: Iterable[tuple[str, str]]) -> None:
+        for tid, name in pairs:
+            names = self.emits.setdefault(tid, [])
+            if name not in names:
+                names.append(name)
 
     def check_outputs(self, t: TaskSpec, r: AttemptResult) -> AttemptResult:
         made = self.hasher.files(t.files_out)
@@ -180,6 +212,8 @@ class CachePlug:
             if event.new == TaskState.COMPLETED and event.old == TaskState.RUNNING:
                 self._store(event.task_id, event.at)
         elif isinstance(event, RunFinished):
+            # The loop's last turn took every event; a cancelled run's may not have.
+            self._promote(everything=event.result.status != "cancelled")
             self.close()
 
     def _store(self, tid: str, at: float) -> None:
@@ -195,9 +229,25 @@ class CachePlug:
                  "files_out": made, "run": self.run_id, "created": at or time.time(),
                  "ttl": t.cache.ttl}
         self.by_key[tid, key] = self.newest[tid] = entry
-        self._buffer.append(entry)
+        self._young.append((self._ticks, entry))
+
+    def _promote(self, everything: bool = False) -> None:
+        """Entries stored before the last loop turn go to the buffer, with the
+        events their task emitted; the others wait (`everything`: all go)."""
+        keep = []
+        for stored, entry in self._young:
+            if everything or stored < self._ticks - 1:
+                if self.emits.get(entry["task"]):
+                    entry["events"] = list(self.emits[entry["task"]])
+                self._buffer.append(entry)
+            else:
+                keep.append((stored, entry))
+        self._young = keep
 
     def tick(self) -> None:
+        self._ticks += 1
+        if self._young:
+            self._promote()
         if len(self._buffer) >= FLUSH_ENTRIES or (
                 self._buffer and time.monotonic() - self._flushed >= FLUSH_SECONDS):
             self.flush()
@@ -205,6 +255,9 @@ class CachePlug:
     def flush(self) -> None:
         if self._buffer:
             entries, self._buffer = self._buffer, []
+            if self._fd is not None and self.store.replaced(self.spec.name, self._fd):
+                os.close(self._fd)  # `cache clear` mid-run: append to the new file
+                self._fd = None
             if self._fd is None:
                 self._fd = self.store.open_append(self.spec.name)
             self.store.append(self.spec.name, entries, durable=self.durable, fd=self._fd)
@@ -220,6 +273,7 @@ class CachePlug:
                 self._fd = None
 
     def abort(self) -> None:
+        self._young = []  # their events may not have been taken: a miss later, not a wrong hit
         self.close()
 
 

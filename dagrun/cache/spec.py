@@ -73,6 +73,12 @@ def task_keys(tdoc: Mapping[str, Any], ctx: str) -> dict[str, Any]:
             if kind in tdoc:
                 raise SpecError(f"{ctx}: 'cache' cannot be set on a task with '{kind}' "
                                 "(its result depends on more than its inputs)")
+        if "when" in tdoc:
+            raise SpecError(f"{ctx}: 'cache' cannot be set on a task with 'when' (a hit "
+                            "would skip the predicate that decides whether it runs)")
+        if "wait_for" in tdoc:
+            raise SpecError(f"{ctx}: 'cache' cannot be set on a task with 'wait_for' (a "
+                            "hit would skip the events it waits for)")
     return out
 
 

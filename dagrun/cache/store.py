@@ -12,7 +12,8 @@ file atomically (an append racing a rewrite may be lost: a miss later).
 
 An entry: v, pipeline, task, key, parts (key.py), output (the value itself,
 so a hit outlives `gc` of the run that made it), output_digest, files_out
-(path -> digest), run (the run it came from), created (wall clock), ttl.
+(path -> digest), run (the run it came from), created (wall clock), ttl,
+and events (those its task emitted, if any: a hit emits them again).
 """
 
 from __future__ import annotations
@@ -80,6 +81,11 @@ class CacheStore:
             if fd is None:
                 fd = self.open_append(pipeline)
             try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    # A line torn by a crash or a full disk is ended, or it would
+                    # swallow this batch's first entry.
+                    data = b"\n" + data
                 # One write: concurrent appenders never interleave inside a batch.
                 written = os.write(fd, data)
                 if written != len(data):  # a full disk: the tail is torn, then rejected
@@ -96,9 +102,19 @@ class CacheStore:
         path = self.path(pipeline)
         make_private_dir(self.root)
         try:
-            return open_state_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            return open_state_file(path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
         except OSError as exc:
             raise StateIOError(f"cannot write {path}: {describe_os_error(exc)}") from None
+
+    def replaced(self, pipeline: str, fd: int) -> bool:
+        """True if the file was rewritten (`cache clear`, `gc`) or removed since
+        `fd` was opened: appends to it would be lost."""
+        try:
+            st = os.stat(self.path(pipeline), follow_symlinks=False)
+            own = os.fstat(fd)
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != (own.st_dev, own.st_ino)
 
     def pipelines(self) -> list[str]:
         try:
@@ -106,6 +122,8 @@ class CacheStore:
                           if p.is_file() and not p.name.startswith("."))
         except FileNotFoundError:
             return []
+        except OSError as exc:  # e.g. `cache` is a file: one line and exit 4, not a traceback
+            raise StateIOError(f"cannot read {self.root}: {describe_os_error(exc)}") from None
 
     def rewrite(self, pipeline: str, keep: Callable[[dict[str, Any]], bool]) -> int:
         """Keep only the entries `keep` accepts (and the newest of each key);
@@ -139,7 +157,9 @@ def well_formed(e: Any, pipeline: str) -> bool:
             and isinstance(e.get("created"), (int, float)) and "output" in e
             and isinstance(e.get("output_digest"), str)
             and isinstance(e.get("files_out"), dict)
-            and (e.get("ttl") is None or isinstance(e.get("ttl"), (int, float))))
+            and (e.get("ttl") is None or isinstance(e.get("ttl"), (int, float)))
+            and (isinstance(e.get("events", []), list)
+                 and all(isinstance(n, str) for n in e.get("events", []))))
 
 
 def expired(entry: dict[str, Any], ttl: float | None, now: float | None = None) -> bool:

@@ -178,7 +178,10 @@ def turn(sched: Scheduler, waits: EventWaits) -> None:
     journalled, then release the tasks waiting for them; waits past their
     event_timeout fail (EventTimeout), retried per `retries`."""
     take = getattr(sched.executor, "take_emitted", None)
-    records, files = waits.collect(take() if take is not None else [])
+    from_tasks = take() if take is not None else []
+    if from_tasks and sched.cache is not None:
+        sched.cache.emitted(from_tasks)  # a cache entry keeps its task's events
+    records, files = waits.collect(from_tasks)
     for rec in records:
         sched._records.append({"v": RUN_FORMAT, **rec, "at": sched.wall()})
     expired = waits.expired()
