@@ -44,6 +44,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from dagrun.errors import ExecutorLost
 from dagrun.events import EventBus, Note, RunFinished, RunStarted, TaskChanged, TaskHeld
 from dagrun.executor.base import Executor, clamp_wait
 from dagrun.graph import dependents_map
@@ -268,7 +269,16 @@ class Scheduler:
                     self.gate is not None and self.gate.holding()) and not (
                     self.waits is not None and self.waits.holding()) and not self.fanout.busy():
                 break
-            results = self.executor.poll(self._wait_time(now))
+            try:
+                results = self.executor.poll(self._wait_time(now))
+            except ExecutorLost:
+                # What ran there is recorded cancelled (not failed, not counted): the
+                # run is resumable, here or on another executor; then exit 5.
+                self.cancel.request("executor lost")
+                self._stop_everything()
+                self.journal.append([{"v": RUN_FORMAT, "kind": "run", "status": "cancelled",
+                                      "reason": self.cancel.reason, "at": self.wall()}])
+                raise
             if results:
                 self._handle(results)
             self.journal.tick()
@@ -340,7 +350,8 @@ class Scheduler:
             batch.append(Attempt(
                 run_id=self.run_id, task_id=tid, number=number, call=t.call,
                 kwargs=kwargs, timeout=t.timeout, timeout_grace=t.timeout_grace,
-                memory_limit=t.memory_limit, state=state_in, when=t.when, loop=loop))
+                memory_limit=t.memory_limit, state=state_in, when=t.when, loop=loop,
+                priority=t.priority))
             free -= 1
         # Written before the tasks start (the timers' `pending` records with
         # them); in durable mode not synced on its own (see store/journal.py:
