@@ -1,0 +1,316 @@
+"""The Dask backend (issue 12) on a real LocalCluster(processes=True) on 127.0.0.1.
+
+One cluster serves the module (started in its own process, as an external
+scheduler is: the test process never holds Dask threads); dagrun runs in a
+subprocess pointed at it. The tests that need dagrun's own LocalCluster
+(no orphans after SIGKILL, resume) start one through the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+pytest.importorskip("distributed")
+
+CLUSTER = textwrap.dedent("""
+    import sys
+    from distributed import LocalCluster
+    if __name__ == "__main__":
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                               host="127.0.0.1", dashboard_address=None,
+                               local_directory=sys.argv[1], memory_limit=0)
+        print(cluster.scheduler_address, flush=True)
+        sys.stdin.read()  # until the test module ends (or pytest dies)
+        cluster.close()
+""")
+
+# dagrun with the Dask backend, through the library (drive), printing what
+# `run --json` prints and exiting with its exit code.
+RUNNER = textwrap.dedent("""
+    import sys
+    import orjson
+    from dagrun.api import validate
+    from dagrun.driver import drive
+    from dagrun.errors import DagrunError
+    from dagrun.store.runs import StateDir, new_run_id
+    if __name__ == "__main__":
+        spec, state, extra = sys.argv[1], sys.argv[2], orjson.loads(sys.argv[3])
+        settings = {"workers": 2, "durability": "fast", "deadline": None,
+                    "executor": "dask", "connect_timeout": 20, **extra}
+        try:
+            pipeline = validate(spec)
+            info = StateDir(state).create_run(new_run_id(), pipeline, settings)
+            result = drive(info, pipeline, None, settings)
+        except DagrunError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+        print(orjson.dumps(result.to_dict()).decode())
+        sys.exit(result.exit_code)
+""")
+
+MODS = textwrap.dedent("""
+    import os, signal, subprocess, time
+
+    def env():
+        print("env of", os.environ["DAGRUN_TASK_ID"], flush=True)
+        return {k: os.environ[k] for k in ("DAGRUN_RUN_ID", "DAGRUN_TASK_ID",
+                                           "DAGRUN_ATTEMPT")}
+
+    def add(a, b):
+        print(f"adding {a['DAGRUN_TASK_ID']} and {b['DAGRUN_TASK_ID']}")
+        return a["DAGRUN_TASK_ID"] + b["DAGRUN_TASK_ID"]
+
+    def dask_worker_pid():
+        # task child -> helper -> Dask worker process
+        with open(f"/proc/{os.getppid()}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+
+    def segfault(marker):
+        with open(marker, "w") as fh:
+            fh.write(str(dask_worker_pid()))
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+    def pause(seconds):
+        time.sleep(seconds)
+        return dask_worker_pid()
+
+    def grandchild(pidfile):
+        proc = subprocess.Popen(["sleep", "300"])
+        with open(pidfile, "w") as fh:
+            fh.write(f"{os.getpid()} {proc.pid}")
+        time.sleep(300)
+
+    def flaky():
+        attempt = int(os.environ["DAGRUN_ATTEMPT"])
+        print("attempt", attempt)
+        if attempt < 3:
+            raise RuntimeError(f"flaky attempt {attempt}")
+        return attempt
+
+    def nap(seconds, marker=None):
+        if marker:
+            with open(marker, "a") as fh:
+                fh.write(f"{os.getpid()}\\n")
+        time.sleep(seconds)
+        return seconds
+""")
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    folder = tmp_path_factory.mktemp("dask-cluster")
+    script = folder / "cluster.py"
+    script.write_text(CLUSTER)
+    proc = subprocess.Popen([sys.executable, str(script), str(folder)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None and proc.stdin is not None
+    address = proc.stdout.readline().strip()
+    assert address.startswith("tcp://"), address
+    yield address
+    proc.stdin.close()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _setup(tmp_path: Path, spec: str) -> Path:
+    (tmp_path / "dxmods.py").write_text(MODS)
+    (tmp_path / "runner.py").write_text(RUNNER)
+    path = tmp_path / "p.toml"
+    path.write_text(textwrap.dedent(spec))
+    return path
+
+
+def _run(tmp_path: Path, spec: Path, timeout: float = 120, **extra: Any) -> tuple[int, Any, str]:
+    proc = subprocess.run(
+        [sys.executable, str(tmp_path / "runner.py"), str(spec), str(tmp_path / "state"),
+         orjson.dumps(extra).decode()], capture_output=True, timeout=timeout,
+        stdin=subprocess.DEVNULL, cwd=tmp_path)
+    out = proc.stdout.decode().strip()
+    return proc.returncode, orjson.loads(out) if out else None, proc.stderr.decode()
+
+
+def _log(tmp_path: Path, run_id: str, task: str) -> str:
+    from dagrun.logs import read_log
+
+    data = read_log(tmp_path / "state" / "runs" / run_id, task)
+    return (data or b"").decode()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except OSError:
+        return False
+
+
+def test_diamond_outputs_env_and_logs(tmp_path: Path, scheduler: str) -> None:
+    spec = _setup(tmp_path, """
+        [tasks.a]
+        call = "dxmods:env"
+        [tasks.b]
+        call = "dxmods:env"
+        deps = ["a"]
+        [tasks.c]
+        call = "dxmods:env"
+        deps = ["a"]
+        priority = 5
+        [tasks.d]
+        call = "dxmods:add"
+        deps = ["b", "c"]
+        inputs = { a = "b", b = "c" }
+    """)
+    code, out, err = _run(tmp_path, spec, address=scheduler)
+    assert code == 0, err
+    tasks = out["tasks"]
+    assert tasks["d"]["output"] == "bc"
+    assert tasks["a"]["output"] == {"DAGRUN_RUN_ID": out["run_id"], "DAGRUN_TASK_ID": "a",
+                                    "DAGRUN_ATTEMPT": "1"}
+    # Each attempt's output, captured on the worker, in the run's per-task log.
+    assert _log(tmp_path, out["run_id"], "b") == "env of b\n"
+    assert _log(tmp_path, out["run_id"], "d") == "adding b and c\n"
+
+
+def test_retries_are_dagruns(tmp_path: Path, scheduler: str) -> None:
+    spec = _setup(tmp_path, """
+        [tasks.f]
+        call = "dxmods:flaky"
+        retries = 2
+        retry_delay = 0
+    """)
+    code, out, err = _run(tmp_path, spec, address=scheduler)
+    assert code == 0, err
+    assert out["tasks"]["f"] == {**out["tasks"]["f"], "state": "completed", "attempts": 3,
+                                 "output": 3}
+    assert _log(tmp_path, out["run_id"], "f") == "attempt 3\n"
+
+
+def test_timeout_kills_the_tasks_process_group(tmp_path: Path, scheduler: str) -> None:
+    pidfile = tmp_path / "pids"
+    spec = _setup(tmp_path, f"""
+        [tasks.hang]
+        call = "dxmods:grandchild"
+        kwargs = {{ pidfile = "{pidfile}" }}
+        timeout = 1
+        timeout_grace = 0.5
+        [tasks.after]
+        call = "dxmods:env"
+        deps = ["hang"]
+        trigger = "all_done"
+    """)
+    code, out, err = _run(tmp_path, spec, address=scheduler)
+    assert code == 1, err
+    assert out["tasks"]["hang"]["state"] == "dead_lettered"
+    assert "TaskTimeout" in out["tasks"]["hang"]["error"]
+    assert out["tasks"]["after"]["state"] == "completed"  # the worker serves on
+    task_pid, sleeper = (int(p) for p in pidfile.read_text().split())
+    # Generous: the group is killed at the deadline; reaping may lag on a busy machine.
+    end = time.monotonic() + 10
+    while (_alive(task_pid) or _alive(sleeper)) and time.monotonic() < end:
+        time.sleep(0.1)
+    assert not _alive(task_pid) and not _alive(sleeper)
+
+
+def test_segfault_fails_only_its_attempt(tmp_path: Path, scheduler: str) -> None:
+    marker = tmp_path / "segv-worker"
+    naps = "\n".join(f"""
+        [tasks.n{i}]
+        call = "dxmods:pause"
+        kwargs = {{ seconds = 0.3 }}
+        """ for i in range(8))
+    spec = _setup(tmp_path, f"""
+        [tasks.seg]
+        call = "dxmods:segfault"
+        kwargs = {{ marker = "{marker}" }}
+        priority = 10
+        {naps}
+    """)
+    code, out, err = _run(tmp_path, spec, address=scheduler)
+    assert code == 1, err
+    tasks = out["tasks"]
+    assert "WorkerCrashed" in tasks["seg"]["error"] and "SIGSEGV" in tasks["seg"]["error"]
+    served_by = {tasks[f"n{i}"]["output"] for i in range(8)}
+    assert all(tasks[f"n{i}"]["state"] == "completed" for i in range(8))
+    # The Dask worker whose task segfaulted is alive and ran tasks after it.
+    segv_worker = int(marker.read_text())
+    assert _alive(segv_worker)
+    assert segv_worker in served_by
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as fh:
+                    ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, stack = set(), [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def test_sigkill_leaves_no_dask_process_and_resume_completes(tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    spec = _setup(tmp_path, f"""
+        [tasks.first]
+        call = "dxmods:nap"
+        kwargs = {{ seconds = 0.1 }}
+        [tasks.long]
+        call = "dxmods:nap"
+        kwargs = {{ seconds = 300, marker = "{marker}" }}
+        deps = ["first"]
+        [tasks.last]
+        call = "dxmods:env"
+        deps = ["long"]
+    """)
+    proc = subprocess.Popen(
+        [sys.executable, str(tmp_path / "runner.py"), str(spec), str(tmp_path / "state"),
+         orjson.dumps({"scratch_dir": str(tmp_path / "state" / "dask")}).decode()],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    # Generous: a LocalCluster starts in seconds, more on a loaded machine.
+    end = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < end and proc.poll() is None:
+        time.sleep(0.1)
+    assert marker.exists(), proc.communicate(timeout=30)
+    tree = _descendants(proc.pid)
+    task_pid = int(marker.read_text().split()[0])
+    assert task_pid in tree and len(tree) >= 5  # workers, helpers, task children, ...
+    proc.kill()
+    proc.wait()
+    # The contract: nothing outlives a SIGKILLed dagrun by more than a few seconds.
+    end = time.monotonic() + 10
+    while any(_alive(p) for p in tree) and time.monotonic() < end:
+        time.sleep(0.2)
+    assert not [p for p in tree if _alive(p)]
+    assert (tmp_path / "state" / "dask").is_dir()  # Dask's scratch under the state dir
+
+    (run_id,) = os.listdir(tmp_path / "state" / "runs")
+    marker.unlink()
+    spec.write_text(spec.read_text().replace("seconds = 300", "seconds = 0.1"))
+    resumed = subprocess.run(
+        [sys.executable, "-m", "dagrun", "resume", run_id, "--spec", str(spec), "--json",
+         "--state-dir", str(tmp_path / "state")],
+        capture_output=True, timeout=120, stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    result = orjson.loads(resumed.stdout)
+    assert {t: v["state"] for t, v in result["tasks"].items()} == {
+        "first": "completed", "long": "completed", "last": "completed"}
