@@ -9,6 +9,7 @@ subprocess pointed at it. The tests that need dagrun's own LocalCluster
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -314,3 +315,79 @@ def test_sigkill_leaves_no_dask_process_and_resume_completes(tmp_path: Path) -> 
     result = orjson.loads(resumed.stdout)
     assert {t: v["state"] for t, v in result["tasks"].items()} == {
         "first": "completed", "long": "completed", "last": "completed"}
+
+
+def _start(tmp_path: Path, spec: Path, **extra: Any) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, str(tmp_path / "runner.py"), str(spec), str(tmp_path / "state"),
+         orjson.dumps(extra).decode()],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+
+
+def _wait_for_file(path: Path, proc: subprocess.Popen[bytes], timeout: float = 60) -> str:
+    end = time.monotonic() + timeout
+    while not (path.exists() and path.read_text().endswith("\n")) and time.monotonic() < end:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    return path.read_text()
+
+
+def test_lost_worker_is_a_crashed_attempt_not_a_second_run(tmp_path: Path,
+                                                           scheduler: str) -> None:
+    """On an external scheduler (which retries a task whose worker died), the
+    second execution of an attempt's key is reported as WorkerCrashed, and the
+    retry is dagrun's own (attempt 2)."""
+    marker = tmp_path / "ran"
+    spec = _setup(tmp_path, f"""
+        [tasks.m]
+        call = "dxmods:nap"
+        kwargs = {{ seconds = 4, marker = "{marker}" }}
+        retries = 1
+        retry_delay = 0
+    """)
+    proc = _start(tmp_path, spec, address=scheduler)
+    task_pid = int(_wait_for_file(marker, proc).split()[0])
+    with open(f"/proc/{task_pid}/stat") as fh:  # task child -> helper -> Dask worker
+        helper = int(fh.read().rsplit(")", 1)[1].split()[1])
+    with open(f"/proc/{helper}/stat") as fh:
+        dask_worker = int(fh.read().rsplit(")", 1)[1].split()[1])
+    os.kill(dask_worker, signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    task = orjson.loads(out)["tasks"]["m"]
+    assert task["state"] == "completed" and task["attempts"] == 2
+    assert len(marker.read_text().split()) == 2  # attempt 1 ran once, then attempt 2
+    assert not _alive(task_pid)  # the helper took its task with it
+
+
+def test_attempts_of_a_vanished_client_are_killed(tmp_path: Path, scheduler: str) -> None:
+    marker = tmp_path / "ran"
+    spec = _setup(tmp_path, f"""
+        [tasks.m]
+        call = "dxmods:nap"
+        kwargs = {{ seconds = 300, marker = "{marker}" }}
+    """)
+    proc = _start(tmp_path, spec, address=scheduler)
+    task_pid = int(_wait_for_file(marker, proc).split()[0])
+    proc.kill()
+    proc.wait()
+    # "Within a few seconds": the scheduler sees the client go, the worker-side
+    # wrapper sees its task cancelled (every 0.25 s) and stops the attempt.
+    end = time.monotonic() + 15
+    while _alive(task_pid) and time.monotonic() < end:
+        time.sleep(0.1)
+    assert not _alive(task_pid)
+
+
+def test_callable_missing_on_the_worker_names_worker_and_module(tmp_path: Path,
+                                                               scheduler: str) -> None:
+    # `basic` (tests/tasks) imports here, where dagrun validates the spec, but
+    # not on the cluster, which was started without it and was not shipped it.
+    spec = _setup(tmp_path, """
+        [tasks.c]
+        call = "basic:const"
+    """)
+    code, out, err = _run(tmp_path, spec, address=scheduler)
+    assert code == 1, err
+    error = out["tasks"]["c"]["error"]
+    assert "cannot import module 'basic' on dask worker tcp://127.0.0.1:" in error, error

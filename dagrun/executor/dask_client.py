@@ -93,6 +93,8 @@ class DaskExecutor:
 
         from dagrun.executor.dask_worker import PLUGIN, DagrunPlugin
 
+        # dagrun reports a lost scheduler itself, in one line (exit 5).
+        logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
         self._wake_r, self._wake_w = os.pipe()
         for fd in (self._wake_r, self._wake_w):
             os.set_blocking(fd, False)
