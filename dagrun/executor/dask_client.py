@@ -37,9 +37,13 @@ from dagrun.executor.base import clamp_wait
 from dagrun.executor.dask_helper import attempt_to_dict
 from dagrun.model import Attempt, AttemptResult, TaskError
 
-# Attempts handed to Dask per worker thread: more than one hides the round trip
-# to the scheduler for short tasks; Dask orders what is queued by priority.
-QUEUE_PER_THREAD = 4
+# Attempts handed to Dask per worker thread. More than one hides the round trip
+# to the scheduler; for short tasks, where that round trip dominates, many more
+# (Dask orders what is queued by priority, and a timeout counts from the start
+# on the worker). Long tasks keep few queued: they show as running in dagrun.
+QUEUE_PER_THREAD = 2
+QUEUE_PER_THREAD_SHORT = 16
+SHORT_TASK = 0.05  # seconds: the mean duration of recent attempts below which tasks are short
 LOST_CHECK = 0.5  # seconds between looks at the connection while something is wrong
 
 
@@ -73,7 +77,9 @@ class DaskExecutor:
         self._emitted: deque[tuple[str, str]] = deque()  # appended by the client's thread
         self._topic: str | None = None
         self._force = False
+        self._once = False  # the scheduler retries tasks: detect a second execution
         self._threads = 0
+        self._mean_duration = 1.0  # of recent attempts (moving average); unknown: long
         self._threads_at = 0.0
 
     @classmethod
@@ -122,6 +128,7 @@ class DaskExecutor:
             if self.ship:
                 self.client.upload_file(self.ship, load=False)
             self.client.wait_for_workers(1, timeout=self.connect_timeout)
+            self._once = self.cluster is None and _scheduler_retries(self.client)
         except (OSError, TimeoutError) as exc:
             raise ExecutorLost(f"the Dask cluster at {self.client.scheduler.address} has no "
                                f"worker after {self.connect_timeout:g}s: {_why(exc)}") from None
@@ -182,7 +189,8 @@ class DaskExecutor:
             self._threads = int(info.get("total_threads") or 0)
         # Never none: with no worker yet, one attempt waits in Dask (and poll()
         # gives up on the cluster after connect_timeout).
-        return max(1, self._threads * QUEUE_PER_THREAD) - len(self._inflight)
+        depth = QUEUE_PER_THREAD_SHORT if self._mean_duration < SHORT_TASK else QUEUE_PER_THREAD
+        return max(1, self._threads * depth) - len(self._inflight)
 
     def submit(self, attempt: Attempt) -> None:
         from dagrun.executor.dask_worker import run_attempt
@@ -197,7 +205,7 @@ class DaskExecutor:
             [] if self.ship or not self.base_dir else [self.base_dir])
         future = self.client.submit(
             run_attempt, key, attempt_to_dict(attempt), paths,
-            os.path.basename(self.ship) if self.ship else None, self.cluster is None,
+            os.path.basename(self.ship) if self.ship else None, self._once,
             key=key, pure=False, priority=attempt.priority)
         self._inflight[key] = (attempt, future)
         future.add_done_callback(self._on_done)
@@ -265,6 +273,8 @@ class DaskExecutor:
         if d.get("cancelled"):
             return AttemptResult(attempt.task_id, attempt.number, cancelled=True,
                                  started=now, ended=now, map_index=attempt.map_index)
+        took = d.get("ended", now) - d.get("started", now)
+        self._mean_duration += (took - self._mean_duration) / 8
         log = self._write_log(attempt, d.get("log_text"))
         return AttemptResult(
             task_id=attempt.task_id, number=attempt.number, output=d.get("output"),
@@ -374,6 +384,18 @@ class DaskExecutor:
 def _key(attempt: Attempt) -> str:
     element = "" if attempt.map_index is None else f"[{attempt.map_index}]"
     return f"dagrun-{attempt.run_id}-{attempt.task_id}{element}-{attempt.number}"
+
+
+def _scheduler_retries(client: Any) -> bool:
+    """Whether the scheduler runs a task again when its worker dies (its
+    allowed-failures, which a client cannot change, is not 0); True if unknown."""
+    def allowed(dask_scheduler: Any) -> int:
+        return int(dask_scheduler.allowed_failures)
+
+    try:
+        return bool(client.run_on_scheduler(allowed))
+    except Exception:  # e.g. a scheduler that refuses to run client code
+        return True
 
 
 def _why(exc: BaseException) -> str:
