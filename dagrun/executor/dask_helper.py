@@ -92,6 +92,7 @@ class Helper:
         # waits, so that a result can never go to the other run.
         self.running: dict[tuple[Any, ...], tuple[int, Attempt]] = {}
         self.paths: tuple[str, ...] = ()
+        self.added: set[str] = set()  # entries of sys.path put there for requests
         self.ex: Any = None  # the ProcessExecutor; started at the first attempt
 
     # ------------------------------------------------------------ requests
@@ -163,9 +164,14 @@ class Helper:
 
         if self.ex is not None:
             self.ex.shutdown()
+        for p in self.added - set(paths):  # another run's (e.g. its shipped zip)
+            if p in sys.path:
+                sys.path.remove(p)
+        self.added &= set(paths)
         for p in reversed(paths):
             if p not in sys.path:
                 sys.path.insert(0, p)
+                self.added.add(p)
         self.paths = paths
         self.ex = ProcessExecutor(self.slots, log_dir=self.log_dir)
         self.ex.start()
