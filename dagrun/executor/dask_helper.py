@@ -47,7 +47,8 @@ def attempt_to_dict(attempt: Attempt) -> dict[str, Any]:
 
 
 def attempt_from_dict(d: dict[str, Any]) -> Attempt:
-    return Attempt(**{f: d.get(f) for f in _FIELDS if f in d})
+    fields: dict[str, Any] = {f: d[f] for f in _FIELDS if f in d}
+    return Attempt(**fields)
 
 
 def result_to_dict(r: AttemptResult, log_text: str | None = None) -> dict[str, Any]:
@@ -74,7 +75,7 @@ def crashed(message: str, now: float) -> dict[str, Any]:
                                types=("WorkerCrashed",)).to_dict()}
 
 
-def _identity(a: Attempt) -> tuple[Any, ...]:
+def _identity(a: Attempt | AttemptResult) -> tuple[Any, ...]:
     return (a.task_id, a.number, a.map_index)
 
 
