@@ -77,6 +77,7 @@ class DaskExecutor:
         self._emitted: deque[tuple[str, str]] = deque()  # appended by the client's thread
         self._topic: str | None = None
         self._force = False
+        self._session = os.urandom(3).hex()
         self._once = False  # the scheduler retries tasks: detect a second execution
         self._threads = 0
         self._mean_duration = 1.0  # of recent attempts (moving average); unknown: long
@@ -195,7 +196,7 @@ class DaskExecutor:
     def submit(self, attempt: Attempt) -> None:
         from dagrun.executor.dask_worker import run_attempt
 
-        key = _key(attempt)
+        key = _key(attempt, self._session)
         if self._topic is None and self.client is not None:
             self._subscribe(attempt.run_id)
         if self.client is None or self.client.status != "running":
@@ -353,7 +354,7 @@ class DaskExecutor:
         """Attempts submitted while the client was reconnecting."""
         waiting = [a for a, f in self._inflight.values() if f is None]
         for attempt in waiting:
-            del self._inflight[_key(attempt)]
+            del self._inflight[_key(attempt, self._session)]
             self.submit(attempt)
 
     # ------------------------------------------------------------ cancellation
@@ -381,9 +382,11 @@ class DaskExecutor:
                               map_index=a.map_index) for a in held]
 
 
-def _key(attempt: Attempt) -> str:
+def _key(attempt: Attempt, session: str) -> str:
+    """The attempt's Dask key; `session` (one per executor) keeps a resumed run's
+    attempts apart from what a cluster may still hold of the process before."""
     element = "" if attempt.map_index is None else f"[{attempt.map_index}]"
-    return f"dagrun-{attempt.run_id}-{attempt.task_id}{element}-{attempt.number}"
+    return f"dagrun-{attempt.run_id}-{attempt.task_id}{element}-{attempt.number}-{session}"
 
 
 def _scheduler_retries(client: Any) -> bool:
