@@ -78,6 +78,7 @@ class DaskExecutor:
         self._topic: str | None = None
         self._force = False
         self._session = os.urandom(3).hex()
+        self._ship_plugin = ""
         self._once = False  # the scheduler retries tasks: detect a second execution
         self._threads = 0
         self._mean_duration = 1.0  # of recent attempts (moving average); unknown: long
@@ -127,12 +128,25 @@ class DaskExecutor:
         try:
             self.client.register_plugin(DagrunPlugin(), name=PLUGIN)
             if self.ship:
-                self.client.upload_file(self.ship, load=False)
+                self._upload(self.ship)
             self.client.wait_for_workers(1, timeout=self.connect_timeout)
             self._once = self.cluster is None and _scheduler_retries(self.client)
         except (OSError, TimeoutError) as exc:
             raise ExecutorLost(f"the Dask cluster at {self.client.scheduler.address} has no "
                                f"worker after {self.connect_timeout:g}s: {_why(exc)}") from None
+
+    def _upload(self, path: str) -> None:
+        """The pipeline's own modules (a zip) to every worker, present and future,
+        into its local directory, not imported there (dask_worker.run_attempt
+        puts it on the helper's path). A plugin of this run's, removed at the end."""
+        from distributed.diagnostics.plugin import UploadFile
+
+        try:
+            plugin = UploadFile(path, load=False)
+        except TypeError:  # an older distributed: it also imports the zip's modules
+            plugin = UploadFile(path)
+        self._ship_plugin = f"dagrun-ship-{self._session}"
+        self.client.register_plugin(plugin, name=self._ship_plugin)
 
     def _local_cluster(self) -> Any:
         from distributed import LocalCluster
@@ -166,6 +180,11 @@ class DaskExecutor:
         self.client.subscribe_topic(self._topic, handler)
 
     def shutdown(self) -> None:
+        if self._ship_plugin and self.cluster is None and self.client is not None:
+            try:
+                self.client.unregister_worker_plugin(self._ship_plugin)
+            except Exception:  # the scheduler is gone: so is the plugin
+                pass
         for closing in (self.client, self.cluster):
             if closing is None:
                 continue
