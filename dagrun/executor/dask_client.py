@@ -125,15 +125,21 @@ class DaskExecutor:
         except (OSError, TimeoutError) as exc:
             raise ExecutorLost(f"cannot reach the Dask scheduler at "
                                f"{self.address or 'a new LocalCluster'}: {_why(exc)}") from None
+        where = self.client.scheduler.address
+        try:
+            self.client.wait_for_workers(1, timeout=self.connect_timeout)
+        except (OSError, TimeoutError) as exc:
+            raise ExecutorLost(f"the Dask cluster at {where} has no worker after "
+                               f"{self.connect_timeout:g}s: {_why(exc)}") from None
         try:
             self.client.register_plugin(DagrunPlugin(), name=PLUGIN)
             if self.ship:
                 self._upload(self.ship)
-            self.client.wait_for_workers(1, timeout=self.connect_timeout)
-            self._once = self.cluster is None and _scheduler_retries(self.client)
-        except (OSError, TimeoutError) as exc:
-            raise ExecutorLost(f"the Dask cluster at {self.client.scheduler.address} has no "
-                               f"worker after {self.connect_timeout:g}s: {_why(exc)}") from None
+        except Exception as exc:  # e.g. dagrun is not installed where the workers run
+            raise ExecutorLost(f"the workers of the Dask cluster at {where} cannot take "
+                               f"dagrun's worker plugin ({type(exc).__name__}: {_why(exc)}); "
+                               "dagrun must be installed on every worker") from None
+        self._once = self.cluster is None and _scheduler_retries(self.client)
 
     def _upload(self, path: str) -> None:
         """The pipeline's own modules (a zip) to every worker, present and future,
