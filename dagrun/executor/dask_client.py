@@ -319,8 +319,9 @@ class DaskExecutor:
             exc = got
         name = type(exc).__name__
         if name == "KilledWorker":
-            error = TaskError("WorkerCrashed", f"its dask worker died while running it ({exc})",
-                              types=("WorkerCrashed",))
+            where = getattr(getattr(exc, "last_worker", None), "address", None)
+            error = TaskError("WorkerCrashed", f"its dask worker{f' {where}' if where else ''} "
+                              "died while running it", types=("WorkerCrashed",))
         else:
             error = TaskError(name, f"on the Dask cluster: {exc}",
                               types=tuple(c.__name__ for c in type(exc).__mro__[:-1]))
