@@ -316,6 +316,11 @@ def test_lost_worker_then_sigkill_leaves_no_process_and_resume_completes(
     assert (tmp_path / "state" / "dask").is_dir()  # Dask's scratch under the state dir
 
     (run_id,) = os.listdir(tmp_path / "state" / "runs")
+    from dagrun.logs import attempts
+
+    crashed = attempts(tmp_path / "state" / "runs" / run_id, "long")[1]
+    assert crashed is not None and crashed["error"]["type"] == "WorkerCrashed", crashed
+    assert "dask worker tcp://127.0.0.1:" in crashed["error"]["message"]
     spec.write_text(spec.read_text().replace("seconds = 300", "seconds = 0.1"))
     resumed = subprocess.run(
         [sys.executable, "-m", "dagrun", "resume", run_id, "--spec", str(spec), "--json",
