@@ -35,11 +35,12 @@ EMIT_TOPIC = "dagrun-emit-"  # + run id: dagrun.emit() from a task, to its clien
 
 
 class _Waiter:
-    __slots__ = ("done", "result")
+    __slots__ = ("done", "result", "proc")
 
-    def __init__(self) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.done = threading.Event()
         self.result: dict[str, Any] | None = None
+        self.proc = proc  # the helper that runs it
 
 
 class HelperLink:
@@ -93,8 +94,9 @@ class HelperLink:
         with self.lock:
             if self.proc is proc:
                 self.proc = None
-            lost = [w for w in self.waiting.values()]
-            self.waiting.clear()
+            lost = [w for w in self.waiting.values() if w.proc is proc]
+            for rid in [rid for rid, w in self.waiting.items() if w.proc is proc]:
+                del self.waiting[rid]
         now = time.time()
         for w in lost:
             w.result = crashed(f"the dagrun helper process on dask worker "
@@ -112,11 +114,11 @@ class HelperLink:
         wire.write_all(proc.stdin.fileno(), wire.encode(obj, obj["id"]))
 
     def run(self, attempt: dict[str, Any], paths: list[str], key: str) -> dict[str, Any]:
-        waiter = _Waiter()
         with self.lock:
             if self.closed:
                 return crashed(f"dask worker {self.worker.address} is closing", time.time())
             proc = self._ensure()
+            waiter = _Waiter(proc)
             self.next_id += 1
             rid = self.next_id
             self.waiting[rid] = waiter
