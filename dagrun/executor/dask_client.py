@@ -154,6 +154,19 @@ class DaskExecutor:
         self._ship_plugin = f"dagrun-ship-{self._session}"
         self.client.register_plugin(plugin, name=self._ship_plugin)
 
+    def _tidy_scheduler(self) -> None:
+        """What this run left on a scheduler that outlives it: the shipped code's
+        plugin, the markers of attempts started."""
+        from dagrun.executor.dask_worker import ATTEMPTS
+
+        try:
+            if self._ship_plugin:
+                self.client.unregister_worker_plugin(self._ship_plugin)
+            if self._once:
+                self.client.set_metadata([ATTEMPTS, self._session], None)
+        except Exception:  # the scheduler is gone, and with it what was left there
+            pass
+
     def _local_cluster(self) -> Any:
         from distributed import LocalCluster
 
@@ -186,11 +199,8 @@ class DaskExecutor:
         self.client.subscribe_topic(self._topic, handler)
 
     def shutdown(self) -> None:
-        if self._ship_plugin and self.cluster is None and self.client is not None:
-            try:
-                self.client.unregister_worker_plugin(self._ship_plugin)
-            except Exception:  # the scheduler is gone: so is the plugin
-                pass
+        if self.cluster is None and getattr(self.client, "status", None) == "running":
+            self._tidy_scheduler()
         for closing in (self.client, self.cluster):
             if closing is None:
                 continue
@@ -231,7 +241,8 @@ class DaskExecutor:
             [] if self.ship or not self.base_dir else [self.base_dir])
         future = self.client.submit(
             run_attempt, key, attempt_to_dict(attempt), paths,
-            os.path.basename(self.ship) if self.ship else None, self._once,
+            os.path.basename(self.ship) if self.ship else None,
+            self._session if self._once else None,
             key=key, pure=False, priority=attempt.priority)
         self._inflight[key] = (attempt, future)
         future.add_done_callback(self._on_done)

@@ -31,6 +31,7 @@ CHECK = 0.25  # seconds between looks at whether the attempt is still wanted
 # After asking the helper to stop a cancelled attempt, how long beyond its
 # grace to wait for the helper's answer before giving up on it.
 STOP_MARGIN = 5.0
+ATTEMPTS = "dagrun-attempts"  # scheduler metadata: attempts started, by session
 EMIT_TOPIC = "dagrun-emit-"  # + run id: dagrun.emit() from a task, to its client
 
 
@@ -176,13 +177,13 @@ class DagrunPlugin(WorkerPlugin):
 
 
 def run_attempt(key: str, attempt: dict[str, Any], paths: list[str], ship: str | None,
-                once: bool) -> bytes:
+                once: str | None) -> bytes:
     """One attempt, as a Dask task: its result as orjson bytes (dask_helper's
-    result dict). `once`: this cluster retries a task whose worker died (an
-    external scheduler), so a second execution of this key is reported as the
-    crash it follows rather than run again."""
+    result dict). `once` (the client's session): this cluster retries a task
+    whose worker died (an external scheduler), so a second execution of this
+    key is reported as the crash it follows rather than run again."""
     worker = get_worker()
-    if once and _ran_before(worker, key):
+    if once and _ran_before(worker, once, key):
         return orjson.dumps(crashed(
             "its dask worker died while running it (the scheduler sent it again, to "
             f"{worker.address})", time.time()))
@@ -197,10 +198,12 @@ def run_attempt(key: str, attempt: dict[str, Any], paths: list[str], ship: str |
     return orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS)
 
 
-def _ran_before(worker: Any, key: str) -> bool:
+def _ran_before(worker: Any, session: str, key: str) -> bool:
+    """Whether this key started before (a marker in the scheduler's metadata,
+    under the client's session, which clears it at the end)."""
     from distributed.utils import sync
 
-    where = ["dagrun-attempts", key]
+    where = [ATTEMPTS, session, key]
     seen = sync(worker.loop, worker.scheduler.get_metadata, keys=where, default=None)
     if seen:
         return True
