@@ -125,6 +125,10 @@ class DaskExecutor:
         except (OSError, TimeoutError) as exc:
             raise ExecutorLost(f"cannot reach the Dask scheduler at "
                                f"{self.address or 'a new LocalCluster'}: {_why(exc)}") from None
+        except Exception as exc:  # e.g. RuntimeError: a LocalCluster's worker did not start
+            what = "client" if self.address else "LocalCluster"
+            raise ExecutorLost(f"could not start the Dask {what}: {type(exc).__name__}: "
+                               f"{_why(exc)}") from None
         where = self.client.scheduler.address
         try:
             self.client.wait_for_workers(1, timeout=self.connect_timeout)
