@@ -45,12 +45,16 @@ RUNNER = textwrap.dedent("""
     from dagrun.store.runs import StateDir, new_run_id
     if __name__ == "__main__":
         spec, state, extra = sys.argv[1], sys.argv[2], orjson.loads(sys.argv[3])
+        reporter = None
+        if extra.pop("plain", False):
+            from dagrun.report import PlainReporter
+            reporter = PlainReporter()
         settings = {"workers": 2, "durability": "fast", "deadline": None,
                     "executor": "dask", "connect_timeout": 20, **extra}
         try:
             pipeline = validate(spec)
             info = StateDir(state).create_run(new_run_id(), pipeline, settings)
-            result = drive(info, pipeline, None, settings)
+            result = drive(info, pipeline, None, settings, reporter=reporter)
         except DagrunError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(exc.exit_code)
@@ -96,6 +100,13 @@ MODS = textwrap.dedent("""
         if attempt < 3:
             raise RuntimeError(f"flaky attempt {attempt}")
         return attempt
+
+    def ticks(release):
+        print("tick 0", flush=True)
+        while not os.path.exists(release):  # until the test saw the line on dagrun's side
+            time.sleep(0.05)
+        print("tick 1")
+        return 1
 
     def nap(seconds, marker=None):
         if marker:
@@ -406,3 +417,25 @@ def test_callable_missing_on_the_worker_names_worker_and_module(tmp_path: Path,
     assert code == 1, err
     error = out["tasks"]["c"]["error"]
     assert "cannot import module 'basic' on dask worker tcp://127.0.0.1:" in error, error
+
+
+def test_output_is_shown_while_the_task_runs(tmp_path: Path, scheduler: str) -> None:
+    release = tmp_path / "release"
+    spec = _setup(tmp_path, f"""
+        [tasks.t]
+        call = "dxmods:ticks"
+        kwargs = {{ release = "{release}" }}
+        timeout = 60
+    """)
+    proc = _start(tmp_path, spec, address=scheduler, plain=True)
+    assert proc.stderr is not None
+    seen = []
+    for raw in proc.stderr:  # the task blocks until its first line is shown here
+        seen.append(raw.decode())
+        if raw.decode().strip() == "[t] tick 0":
+            release.touch()
+            break
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, "".join(seen) + err.decode()
+    assert "[t] tick 1" in err.decode()
+    assert _log(tmp_path, orjson.loads(out)["run_id"], "t") == "tick 0\ntick 1\n"

@@ -76,6 +76,7 @@ class DaskExecutor:
         self._log_name = f"dask-{os.getpid()}.log"
         self._emitted: deque[tuple[str, str]] = deque()  # appended by the client's thread
         self._topic: str | None = None
+        self._lines: deque[tuple[str, str]] = deque()  # printed by running tasks (echo)
         self._force = False
         self._session = os.urandom(3).hex()
         self._ship_plugin = ""
@@ -191,16 +192,32 @@ class DaskExecutor:
         return out
 
     def _subscribe(self, run_id: str) -> None:
-        from dagrun.executor.dask_worker import EMIT_TOPIC
+        from dagrun.executor.dask_worker import EMIT_TOPIC, LINES_TOPIC
 
         self._topic = EMIT_TOPIC + run_id
 
-        def handler(event: Any) -> None:  # on the client's thread
+        def emitted(event: Any) -> None:  # on the client's thread
             msg = event[1] if isinstance(event, tuple) else event
             self._emitted.append((msg["task"], msg["event"]))
             self._on_done(None)
 
-        self.client.subscribe_topic(self._topic, handler)
+        def printed(event: Any) -> None:  # on the client's thread
+            msg = event[1] if isinstance(event, tuple) else event
+            self._lines.extend((task, line) for task, line in msg["lines"])
+            self._on_done(None)
+
+        self.client.subscribe_topic(self._topic, emitted)
+        if self.output is not None:
+            self.client.subscribe_topic(LINES_TOPIC + run_id, printed)
+
+    def _echo(self) -> None:
+        """Lines running tasks printed, to the display (on this thread: listeners
+        are not thread-safe); the log file gets them with each attempt's result."""
+        if self.output is None:
+            return
+        while self._lines:
+            task, line = self._lines.popleft()
+            self.output(task, line)
 
     def shutdown(self) -> None:
         if self.cluster is None and getattr(self.client, "status", None) == "running":
@@ -246,7 +263,7 @@ class DaskExecutor:
         future = self.client.submit(
             run_attempt, key, attempt_to_dict(attempt), paths,
             os.path.basename(self.ship) if self.ship else None,
-            self._session if self._once else None,
+            self._session if self._once else None, self.output is not None,
             key=key, pure=False, priority=attempt.priority)
         self._inflight[key] = (attempt, future)
         future.add_done_callback(self._on_done)
@@ -272,6 +289,7 @@ class DaskExecutor:
         else:
             _drain(self._wake_r)
         out = self._collect()
+        self._echo()
         self._check_cluster(out)
         return out
 
@@ -347,9 +365,6 @@ class DaskExecutor:
         """Append an attempt's output to RUN/logs/dask-PID.log; its byte range."""
         if not text or not self.log_dir:
             return None
-        if self.output is not None:
-            for line in text.splitlines():
-                self.output(attempt.task_id, line)
         try:
             if self._log_fd < 0:
                 flags = (os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC

@@ -11,6 +11,7 @@ and the reuse of warm children come with it.
 
     Dask worker thread --- stdin: frames {"op": "run"|"cancel", ...} ---> helper
     reader thread      <-- stdout: frames {"id", "result"} | {"emit"} --- helper
+                                          | {"lines"}: what running attempts print
 
 EOF on stdin (the Dask worker exited, however it died) ends the helper and
 every attempt it runs: SIGKILL to their groups, then exit. The children's
@@ -37,6 +38,8 @@ from dagrun.model import Attempt, AttemptResult, TaskError
 # The most of one attempt's output shipped back with its result; the rest is
 # cut from the middle (the worker's own log file keeps it all).
 MAX_LOG = 8 << 20  # bytes
+# How often the lines running attempts print are sent on (when their client shows them).
+ECHO_INTERVAL = 0.25  # seconds
 
 _FIELDS = ("run_id", "task_id", "number", "call", "kwargs", "timeout", "timeout_grace",
            "memory_limit", "state", "when", "loop", "map_index")
@@ -95,6 +98,8 @@ class Helper:
         self.paths: tuple[str, ...] = ()
         self.added: set[str] = set()  # entries of sys.path put there for requests
         self.ex: Any = None  # the ProcessExecutor; started at the first attempt
+        self.echo: set[tuple[Any, ...]] = set()  # attempts whose lines go to their client
+        self.lines: list[list[str]] = []  # [run, task, line] not yet sent
 
     # ------------------------------------------------------------ requests
 
@@ -121,12 +126,15 @@ class Helper:
 
     def _request(self, msg: dict[str, Any]) -> None:
         if msg["op"] == "run":
-            self.queue.append((msg["id"], attempt_from_dict(msg["attempt"]),
-                               tuple(msg.get("paths") or ())))
+            attempt = attempt_from_dict(msg["attempt"])
+            if msg.get("echo"):
+                self.echo.add(_identity(attempt))
+            self.queue.append((msg["id"], attempt, tuple(msg.get("paths") or ())))
         elif msg["op"] == "cancel":
-            for i, (rid, _, _) in enumerate(self.queue):
+            for i, (rid, attempt, _) in enumerate(self.queue):
                 if rid == msg["id"]:
                     del self.queue[i]
+                    self.echo.discard(_identity(attempt))
                     self._send({"id": rid, "result": {"cancelled": True}})
                     return
             if self.ex is not None:
@@ -174,12 +182,13 @@ class Helper:
                 sys.path.insert(0, p)
                 self.added.add(p)
         self.paths = paths
-        self.ex = ProcessExecutor(self.slots, log_dir=self.log_dir)
+        self.ex = ProcessExecutor(self.slots, log_dir=self.log_dir, output=self._line)
         self.ex.start()
         self.ex.add_reader(self.req_fd, self.on_readable)
 
     def _answer(self, r: AttemptResult) -> None:
         rid, attempt = self.running.pop(_identity(r))
+        self.echo.discard(_identity(r))
         self._send({"id": rid, "result": result_to_dict(r, self._log_text(r))})
 
     def _log_text(self, r: AttemptResult) -> str | None:
@@ -215,14 +224,31 @@ class Helper:
                 select.select([self.req_fd], [], [])
                 self.on_readable()
                 continue
-            for r in self.ex.poll(None):
-                if _identity(r) in self.running:
-                    self._answer(r)
+            results = self.ex.poll(ECHO_INTERVAL if self.echo else None)
+            # Events and lines first: the attempt they belong to may be among the results.
             for task, name in self.ex.take_emitted():
-                run = next((a.run_id for _, a in self.running.values()
-                            if a.task_id == task), None)
+                run = self._run_of(task)
                 if run is not None:
                     self._send({"id": 0, "emit": name, "task": task, "run_id": run})
+            if self.lines:
+                self._send({"id": 0, "lines": self.lines})
+                self.lines = []
+            for r in results:
+                if _identity(r) in self.running:
+                    self._answer(r)
+
+    def _run_of(self, task: str, echo: bool = False) -> str | None:
+        """The run of the running attempt of `task` (with `echo`: if it wants its lines)."""
+        for key, (_, a) in self.running.items():
+            if a.task_id == task and (not echo or key in self.echo):
+                return a.run_id
+        return None
+
+    def _line(self, task: str, line: str) -> None:
+        """A line a running attempt printed (the local backend's echo)."""
+        run = self._run_of(task, echo=True)
+        if run is not None:
+            self.lines.append([run, task, line])
 
     def close(self) -> None:
         if self.ex is not None:

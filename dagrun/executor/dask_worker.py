@@ -33,6 +33,7 @@ CHECK = 0.25  # seconds between looks at whether the attempt is still wanted
 STOP_MARGIN = 5.0
 ATTEMPTS = "dagrun-attempts"  # scheduler metadata: attempts started, by session
 EMIT_TOPIC = "dagrun-emit-"  # + run id: dagrun.emit() from a task, to its client
+LINES_TOPIC = "dagrun-lines-"  # + run id: what running tasks print, to a client showing it
 
 
 class _Waiter:
@@ -86,6 +87,9 @@ class HelperLink:
             if "emit" in msg:
                 self._emit(msg)
                 continue
+            if "lines" in msg:
+                self._lines(msg["lines"])
+                continue
             with self.lock:
                 waiter = self.waiting.pop(msg["id"], None)
             if waiter is not None:
@@ -110,11 +114,20 @@ class HelperLink:
         event = {"task": msg["task"], "event": msg["emit"]}
         self.worker.loop.add_callback(self.worker.log_event, topic, event)
 
+    def _lines(self, lines: list[list[str]]) -> None:
+        by_run: dict[str, list[list[str]]] = {}
+        for run, task, line in lines:
+            by_run.setdefault(run, []).append([task, line])
+        for run, batch in by_run.items():
+            self.worker.loop.add_callback(self.worker.log_event, LINES_TOPIC + run,
+                                          {"lines": batch})
+
     def _send(self, proc: subprocess.Popen[bytes], obj: dict[str, Any]) -> None:
         assert proc.stdin is not None
         wire.write_all(proc.stdin.fileno(), wire.encode(obj, obj["id"]))
 
-    def run(self, attempt: dict[str, Any], paths: list[str], key: str) -> dict[str, Any]:
+    def run(self, attempt: dict[str, Any], paths: list[str], key: str,
+            echo: bool = False) -> dict[str, Any]:
         with self.lock:
             if self.closed:
                 return crashed(f"dask worker {self.worker.address} is closing", time.time())
@@ -124,7 +137,8 @@ class HelperLink:
             rid = self.next_id
             self.waiting[rid] = waiter
             try:
-                self._send(proc, {"op": "run", "id": rid, "attempt": attempt, "paths": paths})
+                self._send(proc, {"op": "run", "id": rid, "attempt": attempt, "paths": paths,
+                                  "echo": echo})
             except OSError:
                 pass  # the helper died: its reader reports the attempt crashed
         while not waiter.done.wait(CHECK):
@@ -177,11 +191,12 @@ class DagrunPlugin(WorkerPlugin):
 
 
 def run_attempt(key: str, attempt: dict[str, Any], paths: list[str], ship: str | None,
-                once: str | None) -> bytes:
+                once: str | None, echo: bool = False) -> bytes:
     """One attempt, as a Dask task: its result as orjson bytes (dask_helper's
     result dict). `once` (the client's session): this cluster retries a task
     whose worker died (an external scheduler), so a second execution of this
-    key is reported as the crash it follows rather than run again."""
+    key is reported as the crash it follows rather than run again. `echo`: the
+    lines the attempt prints go to the client while it runs (LINES_TOPIC)."""
     worker = get_worker()
     if once and _ran_before(worker, once, key):
         return orjson.dumps(crashed(
@@ -193,7 +208,7 @@ def run_attempt(key: str, attempt: dict[str, Any], paths: list[str], ship: str |
                                     time.time()))
     if ship:
         paths = [os.path.join(worker.local_directory, ship), *paths]
-    result = plugin.link.run(attempt, paths, key)
+    result = plugin.link.run(attempt, paths, key, echo)
     _name_worker(result, attempt, worker.address)
     return orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS)
 
