@@ -64,7 +64,9 @@ class HelperLink:
         if self.proc is not None and self.proc.poll() is None:
             return self.proc
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dagrun.executor.dask_helper", str(self.slots),
+            # -P: the worker's working directory is not put on the helper's path
+            # (tasks import what the client sent: its paths, the shipped zip).
+            [sys.executable, "-P", "-m", "dagrun.executor.dask_helper", str(self.slots),
              self.log_dir], stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
         self.proc = proc
         threading.Thread(target=self._read, args=(proc,), daemon=True,
