@@ -76,6 +76,7 @@ def dask(spec: str, state: str) -> dict:
     from dagrun.api import load
     from dagrun.callables import resolve
     from dagrun.driver import drive
+    from dagrun.spec import DEFAULT_DURABILITY
     from dagrun.store.runs import StateDir, new_run_id
 
     sys.path.insert(0, str(Path(spec).parent))
@@ -91,7 +92,7 @@ def dask(spec: str, state: str) -> dict:
     client.gather([client.submit(fn, **kw, pure=False) for fn, kw in calls])
     raw_wall = time.perf_counter() - t0
     pipeline = load(spec)
-    settings = {"workers": WORKERS, "durability": "fast", "deadline": None,
+    settings = {"workers": WORKERS, "durability": DEFAULT_DURABILITY, "deadline": None,
                 "executor": "dask", "address": cluster.scheduler_address}
     t0 = time.perf_counter()
     info = StateDir(state).create_run(new_run_id(), pipeline, settings)
