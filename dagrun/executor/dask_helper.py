@@ -193,6 +193,8 @@ class Helper:
 
     def _log_text(self, r: AttemptResult) -> str | None:
         if r.log is not None:
+            if r.log["end"] <= r.log["start"]:
+                return None  # it printed nothing: no file to open
             where: tuple[str, int, int | None] | None = (
                 os.path.join(self.log_dir, r.log["file"]), r.log["start"], r.log["end"])
         elif r.error is not None and not r.cancelled:  # it died: whatever it wrote
