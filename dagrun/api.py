@@ -40,8 +40,14 @@ def run(
     reporter: Reporter | None = None,
     params: Mapping[str, Any] | None = None,
     metrics_file: str | os.PathLike[str] | None = None,
+    executor: str | None = None,
+    executor_timeout: float | None = None,
 ) -> RunResult:
     """Validate `spec`, create a new run under `state_dir` and execute it.
+
+    `executor`: local, dask or a Dask scheduler's address (executor/choice.py;
+    default: DAGRUN_EXECUTOR, else the spec's `executor`, else local);
+    `executor_timeout`: seconds to reach the cluster (default 60).
 
     `params`: values of the spec's [params] (over DAGRUN_PARAM_<name> from
     the environment, over the defaults); substituted into the tasks' kwargs.
@@ -69,6 +75,9 @@ def run(
                 "durability": mode,
                 "deadline": deadline if deadline is not None else pipeline.deadline,
                 **param_settings}
+    from dagrun.executor import choice
+
+    settings.update(choice.run_settings(executor, executor_timeout, pipeline.executor, {}))
     state = StateDir(state_dir)
     plock = PipelineLock(state, pipeline.name)
     try:
@@ -116,6 +125,8 @@ def resume(
     allow_removed: bool = False,
     params: Mapping[str, Any] | None = None,
     metrics_file: str | os.PathLike[str] | None = None,
+    executor: str | None = None,
+    executor_timeout: float | None = None,
 ) -> RunResult:
     """Repair the run's persisted state and continue it (see store/repair.py).
 
@@ -126,14 +137,16 @@ def resume(
     one that drops tasks needs `allow_removed`. On a run that already
     succeeded, returns its stored result and runs nothing. `params`: the
     values of the run's secret params (else read from DAGRUN_PARAM_<name>);
-    the others keep the values the run was started with.
+    the others keep the values the run was started with. `executor`,
+    `executor_timeout`: as for run(); default: DAGRUN_EXECUTOR, else the run's own.
     """
     from dagrun.resuming import resume_run
 
     return resume_run(run_id, state_dir=state_dir, spec_path=spec_path,
                       retry_failed=retry_failed, retry_tasks=retry_tasks,
                       durability=durability, deadline=deadline, reporter=reporter,
-                      allow_removed=allow_removed, params=params, metrics_file=metrics_file)
+                      allow_removed=allow_removed, params=params, metrics_file=metrics_file,
+                      executor=executor, executor_timeout=executor_timeout)
 
 
 # ---------------------------------------------------------------- dead letters
@@ -185,7 +198,8 @@ def dlq_retry(run_id: str, tasks: list[str] | tuple[str, ...] = (), *,
               durability: str | None = None, deadline: float | None = None,
               reporter: Reporter | None = None,
               params: Mapping[str, Any] | None = None,
-              metrics_file: str | os.PathLike[str] | None = None) -> RunResult:
+              metrics_file: str | os.PathLike[str] | None = None,
+              executor: str | None = None, executor_timeout: float | None = None) -> RunResult:
     """Resume `run_id`, giving the dead-lettered `tasks` (default: every task of the
     run with a letter) a fresh retry budget, with their skipped dependents. A task
     that completes loses its letter (the on_completed hook)."""
@@ -213,7 +227,8 @@ def dlq_retry(run_id: str, tasks: list[str] | tuple[str, ...] = (), *,
                          "(see `dagrun dlq list`)")
     return resume(run_id, state_dir=state_dir, retry_tasks=chosen, durability=durability,
                   deadline=deadline, reporter=reporter, params=params,
-                  metrics_file=metrics_file)
+                  metrics_file=metrics_file, executor=executor,
+                  executor_timeout=executor_timeout)
 
 
 # ---------------------------------------------------------------- history (history.py)

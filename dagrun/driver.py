@@ -34,6 +34,7 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
     scheduler loop on it: shared by run and resume."""
     from dagrun.callables import add_import_paths
     from dagrun.events import EventBus
+    from dagrun.executor import choice
     from dagrun.executor.base import create
     from dagrun.history import clear_live, mark_live
     from dagrun.kinds.state import StateStore
@@ -68,6 +69,7 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
 
             bus.add(MetricsListener(metrics_file, state_root(info)))
         gate = breaker_gate(info, spec, notify=bus.note)
+        settings = choice.prepare(settings, spec, info.path)  # the backend and its settings
         try:
             executor = create(settings.get("executor") or "local", {
                 "workers": settings["workers"], "base_dir": spec.base_dir,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from dagrun.callables import check_callables
 from dagrun.driver import drive, settle_letters
 from dagrun.errors import UsageError
+from dagrun.executor import choice
 from dagrun.graph import descendants
 from dagrun.history import clear_live, mark_live
 from dagrun.loading import resolve_durability, validate
@@ -39,6 +40,8 @@ def resume_run(
     allow_removed: bool = False,
     params: Mapping[str, Any] | None = None,
     metrics_file: str | os.PathLike[str] | None = None,
+    executor: str | None = None,
+    executor_timeout: float | None = None,
 ) -> RunResult:
     """Repair the run's persisted state and continue it (see store/repair.py).
 
@@ -107,6 +110,9 @@ def resume_run(
             check_callables(spec)
         settings = dict(info.meta["settings"])
         settings["durability"] = mode
+        # The run's own executor, unless --executor or DAGRUN_EXECUTOR says otherwise.
+        settings.update(choice.run_settings(executor, executor_timeout,
+                                            settings.get("executor"), settings))
         settings.update(param_settings)
         if deadline is not None:
             settings["deadline"] = deadline

@@ -59,7 +59,7 @@ from dagrun.kinds.triggers import CONDITION_FALSE, ONE_FAILED, decide
 from dagrun.model import FINAL_STATES, Attempt, AttemptResult, RunResult, TaskState, TaskStatus
 from dagrun.results import run_result
 from dagrun.retry import retry_delay, should_retry
-from dagrun.scheduling import CancelToken, Gate, gate_due
+from dagrun.scheduling import CancelToken, Gate, executor_lost, gate_due
 from dagrun.spec import PipelineSpec
 from dagrun.store.journal import Journal
 from dagrun.store.records import RUN_FORMAT
@@ -240,6 +240,12 @@ class Scheduler:
     # ------------------------------------------------------------ the loop
 
     def run(self) -> RunResult:
+        try:
+            return self._run()
+        except ExecutorLost as exc:  # what was in flight is cut short, not failed
+            raise executor_lost(self, exc) from None
+
+    def _run(self) -> RunResult:
         for line in self.notes:
             self.bus.emit(Note(line, "repair"))
         self.bus.emit(RunStarted(self.run_id, self.spec,

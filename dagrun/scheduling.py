@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from dagrun.model import AttemptResult, TaskError, TaskState
+from dagrun.errors import ExecutorLost
+from dagrun.model import FINAL_STATES, AttemptResult, TaskError, TaskState
 
 if TYPE_CHECKING:
     from dagrun.scheduler import Scheduler
@@ -49,3 +50,35 @@ def gate_due(sched: Scheduler, gate: Gate) -> None:
     for tid, _ in expired:
         sched._release(tid)
     sched._commit()
+
+
+def executor_lost(sched: Scheduler, exc: ExecutorLost) -> ExecutorLost:
+    """The executor went away mid-run (e.g. the Dask scheduler): nothing more
+    starts, the attempts in flight are recorded cancelled (they do not count,
+    as when dagrun itself is stopped), the run's record says cancelled, and the
+    error to exit with (5) says how to go on."""
+    from dagrun.store.records import RUN_FORMAT
+
+    if all(st.state in FINAL_STATES for st in sched.status.values()):
+        return _lost_line(sched, exc)  # already stopped and recorded (e.g. by a cancel)
+    if sched.cancel.reason is None:
+        sched.cancel.request("executor lost")
+    now = sched.wall()
+    sched._handle([AttemptResult(tid, st.ordinal, cancelled=True, ended=now)
+                   for tid, st in sched.status.items()
+                   if st.state == TaskState.RUNNING and sched.spec.tasks[tid].map is None])
+    for tid, st in sched.status.items():
+        if st.state not in FINAL_STATES:
+            retry_at = st.retry_at if st.state == TaskState.RETRYING else None
+            sched._transition(tid, TaskState.CANCELLED, retry_at=retry_at,
+                              reason=f"cancelled ({sched.cancel.reason})")
+    sched._commit()
+    sched.journal.append([{"v": RUN_FORMAT, "kind": "run", "status": sched.result().status,
+                           "reason": sched.cancel.reason, "at": now}])
+    return _lost_line(sched, exc)
+
+
+def _lost_line(sched: Scheduler, exc: ExecutorLost) -> ExecutorLost:
+    return ExecutorLost(f"{exc}; tasks in flight were cancelled (their attempts do not "
+                        f"count): `dagrun resume {sched.run_id}` continues the run "
+                        "(add --executor local to run the rest here)")

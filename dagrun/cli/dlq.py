@@ -7,6 +7,8 @@ import click
 from dagrun.cli.options import (
     deadline_seconds,
     duration,
+    executor_options,
+    executor_timeout_seconds,
     json_option,
     log_options,
     metrics_file_option,
@@ -83,15 +85,19 @@ def dlq_show(run_id: str, task: str, state_dir: str, json_mode: bool) -> int:
 @click.option("--deadline", help="Cancel the run when it has run this long (e.g. 2h).")
 @metrics_file_option
 @log_options
+@executor_options
 def dlq_retry(run_id: str, tasks: tuple[str, ...], state_dir: str, json_mode: bool,
               quiet: bool, durability: str | None, deadline: str | None,
-              metrics_file: str | None) -> int:
+              metrics_file: str | None, executor: str | None,
+              executor_timeout: str | None) -> int:
     """Resume RUN_ID giving its dead-lettered TASKS (default: all) a fresh retry
     budget, with their skipped dependents. Same output and exit codes as resume."""
     from dagrun import api
 
     result = api.dlq_retry(run_id, tasks, state_dir=state_dir, durability=durability,
                            deadline=deadline_seconds(deadline), metrics_file=metrics_file,
+                           executor=executor,
+                           executor_timeout=executor_timeout_seconds(executor_timeout),
                            reporter=progress.reporter_for(run_id, state_dir, json_mode,
                                                           quiet))
     return emit_result(result, json_mode)

@@ -56,6 +56,21 @@ def metrics_file_option(f: F) -> F:
                         "rewritten every few seconds and at the end.")(f)
 
 
+def executor_options(f: F) -> F:
+    f = click.option("--executor-timeout", metavar="SECONDS", help="How long to wait for the "
+                     "cluster (its scheduler, then a worker) before giving up with exit 5 "
+                     "(default 60).")(f)
+    return click.option("--executor", metavar="local|dask|dask://HOST:PORT", help="Where tasks "
+                        "run: local (a process pool, the default), dask (a Dask LocalCluster "
+                        "of --workers processes) or a Dask scheduler's address (dask://, "
+                        "tcp:// or tls://). Env: DAGRUN_EXECUTOR; else the spec's "
+                        "[pipeline] executor (resume: the run's).")(f)
+
+
+def executor_timeout_seconds(value: str | None) -> float | None:
+    return duration(value, "--executor-timeout")
+
+
 def duration(value: str | None, name: str, *, allow_none: bool = False) -> float | None:
     """A positive duration option; `allow_none` (only --deadline, as README says)
     lets `none`/`off` mean 0.0: explicitly no deadline, overriding the spec's."""

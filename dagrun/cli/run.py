@@ -9,6 +9,8 @@ from dagrun.cli.options import (
     deadline_seconds,
     durability_option,
     duration,
+    executor_options,
+    executor_timeout_seconds,
     json_option,
     log_options,
     metrics_file_option,
@@ -39,10 +41,11 @@ from dagrun.cli.progress import progress
               "long (e.g. 30m). Default: wait as long as it takes.")
 @param_option
 @metrics_file_option
+@executor_options
 def run(spec: str, state_dir: str, json_mode: bool, quiet: bool, run_id: str | None,
         workers: int | None, durability: str | None, deadline: str | None,
         if_running: str | None, wait_timeout: str | None, params: tuple[str, ...],
-        metrics_file: str | None) -> int:
+        metrics_file: str | None, executor: str | None, executor_timeout: str | None) -> int:
     """Validate SPEC, then execute a new run of it."""
     from dagrun import api
     from dagrun.errors import PipelineBusy
@@ -50,13 +53,15 @@ def run(spec: str, state_dir: str, json_mode: bool, quiet: bool, run_id: str | N
 
     if wait_timeout is not None and if_running != "wait":
         raise click.UsageError("--wait-timeout needs --if-running wait")
+    executor_timeout_s = executor_timeout_seconds(executor_timeout)
     run_id = run_id or new_run_id()  # known here: a signal during its creation names it
     try:
         result = api.run(spec, state_dir=state_dir, run_id=run_id, workers=workers,
                          durability=durability, deadline=deadline_seconds(deadline),
                          if_running=if_running, params=parsed_params(params),
                          wait_timeout=duration(wait_timeout, "--wait-timeout"),
-                         metrics_file=metrics_file,
+                         metrics_file=metrics_file, executor=executor,
+                         executor_timeout=executor_timeout_s,
                          reporter=progress.reporter_for(run_id, state_dir, json_mode, quiet))
     except PipelineBusy as exc:
         progress.decided = True
@@ -90,10 +95,12 @@ def run(spec: str, state_dir: str, json_mode: bool, quiet: bool, run_id: str | N
               "tasks of the run (without it, resume names them and exits 2).")
 @param_option
 @metrics_file_option
+@executor_options
 def resume(run_id: str | None, state_dir: str, json_mode: bool, quiet: bool, last: bool,
            pipeline: str | None, durability: str | None, deadline: str | None,
            retry_failed: bool, spec_path: str | None, allow_removed: bool,
-           params: tuple[str, ...], metrics_file: str | None) -> int:
+           params: tuple[str, ...], metrics_file: str | None, executor: str | None,
+           executor_timeout: str | None) -> int:
     """Repair RUN_ID's persisted state and continue it; on a finished run,
     print its result and run nothing."""
     from dagrun import api
@@ -111,7 +118,8 @@ def resume(run_id: str | None, state_dir: str, json_mode: bool, quiet: bool, las
                         retry_failed=retry_failed, durability=durability,
                         deadline=deadline_seconds(deadline), allow_removed=allow_removed,
                         params=parsed_params(params),
-                        metrics_file=metrics_file,
+                        metrics_file=metrics_file, executor=executor,
+                        executor_timeout=executor_timeout_seconds(executor_timeout),
                         reporter=progress.reporter_for(run_id, state_dir, json_mode, quiet))
     return emit_result(result, json_mode)
 

@@ -47,7 +47,7 @@ from dagrun.spec.model import (
 
 TOP_KEYS = ("pipeline", "defaults", "tasks", "breakers", "params")
 PIPELINE_KEYS = ("name", "description", "workers", "deadline", "durability",
-                 "max_tasks_per_worker", "python_path", "secret_params")
+                 "max_tasks_per_worker", "python_path", "secret_params", "executor")
 POLICY_KEYS = (
     "timeout", "timeout_grace", "retries", "retry_delay", "retry_backoff", "retry_max_delay",
     "retry_jitter", "retry_on", "no_retry_on", "priority", "memory_limit", "breaker",
@@ -159,6 +159,7 @@ def parse_document(doc: Any, *, source: str = "<pipeline>", default_name: str = 
     if not isinstance(description, str):
         raise SpecError(f"{pctx}: 'description' must be a string")
     python_path = _python_path(pipe, pctx, base_dir)
+    executor = _executor(pipe, pctx)
     params, secret_params = _parse_params(doc.get("params", {}), pipe, where)
 
     breakers_doc = doc.get("breakers", {})
@@ -203,7 +204,7 @@ def parse_document(doc: Any, *, source: str = "<pipeline>", default_name: str = 
         name=name, tasks=tasks, workers=workers, description=description, deadline=deadline,
         durability=durability, max_tasks_per_worker=max_tasks, breakers=breakers,
         source=source, base_dir=base_dir, python_path=python_path,
-        params=params, secret_params=secret_params,
+        params=params, secret_params=secret_params, executor=executor,
     )
 
 
@@ -229,6 +230,18 @@ def _parse_params(doc: Any, pipe: Mapping[str, Any],
             raise SpecError(f"{ctx}: {s!r} has a default in [params]; a secret param takes "
                             f"its value only from --param or DAGRUN_PARAM_{s}")
     return params, tuple(dict.fromkeys(secrets))
+
+
+def _executor(pipe: Mapping[str, Any], ctx: str) -> str | None:
+    from dagrun.executor import choice
+
+    value = pipe.get("executor")
+    if value is None:
+        return None
+    parsed = choice.parse(value)
+    if parsed is None:
+        raise SpecError(f"{ctx}: 'executor' must be {choice.FORMS}, got {value!r}")
+    return parsed
 
 
 def _python_path(pipe: Mapping[str, Any], ctx: str, base_dir: str | None) -> tuple[str, ...]:

@@ -96,3 +96,4 @@ class PipelineSpec:
     python_path: tuple[str, ...] = ()  # absolute folders, importable after base_dir
     params: Mapping[str, Any] = field(default_factory=dict)  # [params]: name -> default
     secret_params: tuple[str, ...] = ()  # never stored with a run (params.py)
+    executor: str | None = None  # executor/choice.py; None: local

@@ -24,6 +24,7 @@ def to_dict(spec: PipelineSpec) -> dict[str, Any]:
         "tasks": [_task_dict(t) for t in spec.tasks.values()],
         **({"params": dict(spec.params)} if spec.params else {}),
         **({"secret_params": list(spec.secret_params)} if spec.secret_params else {}),
+        **({"executor": spec.executor} if spec.executor else {}),
     }
 
 
@@ -64,6 +65,7 @@ def from_dict(data: Mapping[str, Any]) -> PipelineSpec:
         source=data.get("source"), base_dir=data.get("base_dir"),
         python_path=tuple(data.get("python_path", ())),
         params=data.get("params", {}), secret_params=tuple(data.get("secret_params", ())),
+        executor=data.get("executor"),
     )
 
 
