@@ -275,16 +275,7 @@ class Scheduler:
                     self.gate is not None and self.gate.holding()) and not (
                     self.waits is not None and self.waits.holding()) and not self.fanout.busy():
                 break
-            try:
-                results = self.executor.poll(self._wait_time(now))
-            except ExecutorLost:
-                # What ran there is recorded cancelled (not failed, not counted): the
-                # run is resumable, here or on another executor; then exit 5.
-                self.cancel.request("executor lost")
-                self._stop_everything()
-                self.journal.append([{"v": RUN_FORMAT, "kind": "run", "status": "cancelled",
-                                      "reason": self.cancel.reason, "at": self.wall()}])
-                raise
+            results = self.executor.poll(self._wait_time(now))
             if results:
                 self._handle(results)
             self.journal.tick()
