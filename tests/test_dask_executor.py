@@ -2,8 +2,8 @@
 
 One cluster serves the module (started in its own process, as an external
 scheduler is: the test process never holds Dask threads); dagrun runs in a
-subprocess pointed at it. The tests that need dagrun's own LocalCluster
-(no orphans after SIGKILL, resume) start one through the CLI.
+subprocess pointed at it. The test that needs dagrun's own LocalCluster
+(lost worker, no orphans after SIGKILL, resume) starts one.
 """
 
 from __future__ import annotations
@@ -34,27 +34,22 @@ CLUSTER = textwrap.dedent("""
         cluster.close()
 """)
 
-# dagrun with the Dask backend, through the library (drive), printing what
-# `run --json` prints and exiting with its exit code.
+# dagrun with the Dask backend through its Python API (dagrun.run, executor=),
+# printing what `run --json` prints and exiting with its exit code.
 RUNNER = textwrap.dedent("""
     import sys
     import orjson
-    from dagrun.api import validate
-    from dagrun.driver import drive
+    import dagrun
     from dagrun.errors import DagrunError
-    from dagrun.store.runs import StateDir, new_run_id
     if __name__ == "__main__":
         spec, state, extra = sys.argv[1], sys.argv[2], orjson.loads(sys.argv[3])
         reporter = None
-        if extra.pop("plain", False):
+        if extra.get("plain"):
             from dagrun.report import PlainReporter
             reporter = PlainReporter()
-        settings = {"workers": 2, "durability": "fast", "deadline": None,
-                    "executor": "dask", "connect_timeout": 20, **extra}
         try:
-            pipeline = validate(spec)
-            info = StateDir(state).create_run(new_run_id(), pipeline, settings)
-            result = drive(info, pipeline, None, settings, reporter=reporter)
+            result = dagrun.run(spec, state_dir=state, workers=2, reporter=reporter,
+                                executor=extra.get("address", "dask"), executor_timeout=20)
         except DagrunError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(exc.exit_code)
@@ -305,7 +300,7 @@ def test_lost_worker_then_sigkill_leaves_no_process_and_resume_completes(
         call = "dxmods:env"
         deps = ["long"]
     """)
-    proc = _start(tmp_path, spec, scratch_dir=str(tmp_path / "state" / "dask"))
+    proc = _start(tmp_path, spec)
     # Generous: a LocalCluster starts in seconds, more on a loaded machine.
     first = int(_wait_for_file(marker, proc, timeout=60).split()[0])
     os.kill(_parent(_parent(first)), signal.SIGKILL)  # task -> helper -> Dask worker
@@ -324,9 +319,9 @@ def test_lost_worker_then_sigkill_leaves_no_process_and_resume_completes(
     while any(_alive(p) for p in tree) and time.monotonic() < end:
         time.sleep(0.2)
     assert not [p for p in tree if _alive(p)]
-    assert (tmp_path / "state" / "dask").is_dir()  # Dask's scratch under the state dir
-
     (run_id,) = os.listdir(tmp_path / "state" / "runs")
+    scratch = tmp_path / "state" / "runs" / run_id / "dask"
+    assert any(scratch.glob("**/worker-*"))  # Dask's scratch is under the state dir
     from dagrun.logs import attempts
 
     crashed = attempts(tmp_path / "state" / "runs" / run_id, "long")[1]
