@@ -129,6 +129,11 @@ class Bench:
                     raise SystemExit(f"bench: dagrun run of {w.key} on dask {out['status']}")
                 add("dask: raw client.submit (LocalCluster)", out["raw"], m)
                 add("dask: dagrun --executor dask, same cluster", out["run"], m)
+                m = self.cli_run(w, "--executor", "dask")
+                if m.code != 0:
+                    raise SystemExit(f"bench: dagrun run {w.key} --executor dask exited "
+                                     f"{m.code}:\n{m.stderr.decode()}")
+                add("dask: dagrun CLI --executor dask (own cluster), whole", m.wall, m)
         floor = None
         for name, (walls, mems) in res.items():
             med = self.row(w, name, walls, mems, floor,
