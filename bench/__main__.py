@@ -11,6 +11,7 @@ medians. Specs and the task module are generated into a temporary folder.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import shutil
@@ -43,6 +44,7 @@ class Bench:
         self.env.pop("DAGRUN_STATE_DIR", None)
         self._n = 0
         self.metrics = False  # --metrics: a row for the CLI with --metrics-file
+        self.dask = False  # W1, W4: rows on a Dask LocalCluster (distributed installed)
 
     def state(self) -> str:
         self._n += 1
@@ -125,6 +127,17 @@ class Bench:
             for mode in modes:
                 wall, m = self.api(w, mode)
                 add(f"dagrun API, --durability {mode}", wall, m)
+            if self.dask and w.key in ("W1", "W4"):
+                out, m = self._child("dask", str(w.path), self.state())
+                if out["status"] != "succeeded":
+                    raise SystemExit(f"bench: dagrun run of {w.key} on dask {out['status']}")
+                add("dask: raw client.submit (LocalCluster)", out["raw"], m)
+                add("dask: dagrun --executor dask, same cluster", out["run"], m)
+                m = self.cli_run(w, "--executor", "dask")
+                if m.code != 0:
+                    raise SystemExit(f"bench: dagrun run {w.key} --executor dask exited "
+                                     f"{m.code}:\n{m.stderr.decode()}")
+                add("dask: dagrun CLI --executor dask (own cluster), whole", m.wall, m)
         floor = None
         for name, (walls, mems) in res.items():
             med = self.row(w, name, walls, mems, floor,
@@ -142,6 +155,15 @@ class Bench:
             cold = statistics.median(res["dagrun CLI, cache = true, cold"][0])
             self.notes.append(f"{w.key}: cache = true with a cold cache {cold:.2f}s = "
                               f"{cold / plain:.2f}x without cache ({plain:.2f}s), CLI")
+        if "dask: raw client.submit (LocalCluster)" in res:
+            raw_dask = statistics.median(res["dask: raw client.submit (LocalCluster)"][0])
+            on_dask = statistics.median(res["dask: dagrun --executor dask, same cluster"][0])
+            self.notes.append(
+                f"{w.key}: on Dask ({WORKERS} single-threaded workers) dagrun {on_dask:.2f}s = "
+                f"{on_dask / raw_dask:.2f}x raw client.submit ({raw_dask:.2f}s); µs/task "
+                f"{(on_dask - w.ideal) / w.tasks * 1e6:,.0f} vs "
+                f"{(raw_dask - w.ideal) / w.tasks * 1e6:,.0f}"
+                + (f"; {(on_dask / w.ideal - 1) * 100:+.1f}% off ideal" if w.ideal else ""))
         if w.ideal:
             api = statistics.median(res[f"dagrun API, run phase ({DEFAULT_DURABILITY})"][0])
             self.notes.append(f"{w.key}: ideal {w.ideal:.2f}s; dagrun API run phase is "
@@ -332,6 +354,8 @@ def main() -> None:
     ap.add_argument("--only", default="W1,W2,W3,W4,W5,W6,W7", help="comma-separated workloads")
     ap.add_argument("--metrics", action="store_true", help="W1-W4: also time the CLI with "
                     "--metrics-file, interleaved with the others")
+    ap.add_argument("--no-dask", action="store_true", help="W1, W4: skip the Dask rows "
+                    "(they run when `distributed` is installed)")
     args = ap.parse_args()
     only = {k.strip().upper() for k in args.only.split(",")}
     t0 = time.perf_counter()
@@ -340,6 +364,7 @@ def main() -> None:
         workloads = all_workloads(folder, args.quick)
         b = Bench(folder, args.runs)
         b.metrics = args.metrics
+        b.dask = not args.no_dask and importlib.util.find_spec("distributed") is not None
         for key, w in workloads.items():
             if key not in only:
                 continue

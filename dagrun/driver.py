@@ -77,7 +77,8 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
             executor = create(settings.get("executor") or "local", {
                 "workers": settings["workers"], "base_dir": spec.base_dir,
                 "max_tasks_per_worker": spec.max_tasks_per_worker,
-                "notify": bus.note, **task_logs(info, bus)})
+                "notify": bus.note, **task_logs(info, bus),
+                **{k: settings[k] for k in EXECUTOR_KEYS if k in settings}})
             try:
                 with _signals_to(token, executor):
                     executor.start()
@@ -101,6 +102,10 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
         if own_lock:
             clear_live(info.path)
             lock.release()
+
+
+# Run settings a backend other than "local" reads (executor/dask_client.py).
+EXECUTOR_KEYS = ("address", "connect_timeout", "scratch_dir", "ship")
 
 
 def task_logs(info: RunInfo, bus: Any) -> dict[str, Any]:

@@ -105,6 +105,7 @@ class Attempt:
     when: str | None = None  # a condition's predicate, run in the worker first
     loop: dict[str, Any] | None = None  # a loop iteration: kinds/loop.py
     map_index: int | None = None  # an element of a map task (kinds/fanout.py)
+    priority: int = 0  # the task's; a backend with its own queue orders by it (Dask)
 
 
 @slot_init

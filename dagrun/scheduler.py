@@ -278,7 +278,8 @@ class Scheduler(Readiness):
             batch.append(Attempt(
                 run_id=self.run_id, task_id=tid, number=number, call=t.call,
                 kwargs=kwargs, timeout=t.timeout, timeout_grace=t.timeout_grace,
-                memory_limit=t.memory_limit, state=state_in, when=t.when, loop=loop))
+                memory_limit=t.memory_limit, state=state_in, when=t.when, loop=loop,
+                priority=t.priority))
             free -= 1
         # Written before the tasks start (the timers' `pending` records with
         # them); in durable mode not synced on its own (see store/journal.py:

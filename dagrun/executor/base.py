@@ -86,6 +86,7 @@ def clamp_wait(seconds: float | None) -> float | None:
 # name -> "module:class"; imported lazily so `dagrun --help` stays fast.
 BACKENDS: dict[str, str] = {
     "local": "dagrun.executor.process:ProcessExecutor",
+    "dask": "dagrun.executor.dask_client:DaskExecutor",
 }
 
 

@@ -52,6 +52,13 @@ class _Exited:
 
 
 @dataclass(eq=False)
+class _Reader:
+    """Selector data of an fd its owner reads itself (add_reader)."""
+
+    on_readable: Callable[[], None]
+
+
+@dataclass(eq=False)
 class _Writable:
     """Selector data of a worker's request pipe while a request is being sent."""
 
@@ -146,6 +153,19 @@ class ProcessExecutor:
     def add_wakeup_fd(self, fd: int) -> None:
         self._wakeup_fds.append(fd)
         self._sel.register(fd, selectors.EVENT_READ, None)
+
+    def add_reader(self, fd: int, on_readable: Callable[[], None]) -> None:
+        """poll() calls `on_readable()` (and returns) when `fd` is readable; unlike
+        a wake-up fd it is not drained (the Dask backend's helper reads requests so)."""
+        self._sel.register(fd, selectors.EVENT_READ, _Reader(on_readable))
+
+    def cancel_where(self, match: Callable[[Attempt], bool], grace: float) -> None:
+        """Start stopping the running attempts `match` selects (SIGTERM, SIGKILL
+        after `grace`); their results come from poll(), cancelled."""
+        now = time.monotonic()
+        for w in self._workers.values():
+            if w.inflight and w.kill_reason is None and match(w.inflight[0][1]):
+                procs.begin_kill(w, "cancel", grace, now)
 
     def shutdown(self) -> None:
         self._closing = True
@@ -266,7 +286,7 @@ class ProcessExecutor:
         timeout = clamp_wait(timeout)
         out: list[AttemptResult] = []
         for key, _ in self._sel.select(timeout):
-            worker: procs.Worker | _Exited | _Writable | None = key.data
+            worker: procs.Worker | _Exited | _Writable | _Reader | None = key.data
             if worker is None:
                 if not procs.drain(key.fd):
                     # Closed by its owner while still registered (the signal pipe,
@@ -283,6 +303,9 @@ class ProcessExecutor:
                         self._read(worker, out)  # results it sent before exiting
                     if self._workers.get(worker.res_fd) is worker:
                         self._reap(worker, out)
+                continue
+            if isinstance(worker, _Reader):
+                worker.on_readable()
                 continue
             if isinstance(worker, _Writable):
                 worker = worker.worker
