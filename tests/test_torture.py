@@ -187,3 +187,29 @@ def test_sigkill_with_task_kinds_then_resume(write, tmp_path):
     extra = sum(runs_of(log).values()) - len(names)
     print(f"torture kinds: seed {seed}, {kills} kills, {extra} re-runs")
     assert extra <= 2 * 2 * max(kills, 1), f"seed {seed}: {extra} re-runs for {kills} kills"
+
+
+def test_sigkill_on_dask_then_resume(write, tmp_path):
+    """The kinds' kill loop with `--executor dask`: dagrun's own LocalCluster
+    dies with each SIGKILL (an orphaned one would keep running tasks and hold
+    the run's lock), and every resume starts a new one and finishes the run."""
+    import pytest
+
+    pytest.importorskip("distributed")
+    seed = int(os.environ.get("DAGRUN_TORTURE_SEED", time.time_ns() % 10**6))
+    rng = random.Random(seed)
+    log = tmp_path / "log"
+    n = 12
+    spec = write("kinds.toml", KINDS_SPEC.format(log=log, n=n))
+    finished, kills = kill_and_resume(spec, tmp_path, log, rng, seed, 4,
+                                      ("--executor", "dask"))
+    assert finished is not None, f"seed {seed}: never finished"
+    assert finished["status"] == "succeeded", f"seed {seed}: {finished}"
+    outputs = {t: v["output"] for t, v in finished["tasks"].items()}
+    assert outputs == {"src": list(range(n)), "mapped": [10 * i for i in range(n)],
+                       "agg": 10 * sum(range(n)), "cond": None, "after": 7, "loop": 2,
+                       "emit": 1, "waiter": 3, "stateful": 1}, f"seed {seed}"
+    names = set(runs_of(log))
+    assert {f"mapped[{i}]" for i in range(n)} <= names
+    assert "loop#3" not in names
+    print(f"torture dask: seed {seed}, {kills} kills")
