@@ -105,6 +105,14 @@ TASKS = textwrap.dedent("""
             time.sleep(300)
         return "held"
 
+    def write_file(log, path, text):
+        with open(log, "a") as fh:
+            fh.write(path + "\\n")
+        if text:
+            with open(path, "w") as fh:
+                fh.write(text)
+        return text
+
     def ancestry():
         pids, pid = [], os.getpid()
         while pid > 1:
@@ -353,6 +361,40 @@ def kill_mid_run(write: Any, tmp_path: Path, *args: str) -> str:
     proc.communicate(timeout=30)
     flag.unlink()  # `long` returns at once from now on
     return "r1"
+
+
+def test_cache_hits_and_declared_outputs(cli, write, tmp_path, backend, request):
+    """A second run takes every cached task from the cache whatever ran the
+    first; a declared output the task did not make fails it (MissingOutput)."""
+    log, out = tmp_path / "ran", tmp_path / "out.txt"
+    spec = setup(write, f"""
+        [defaults]
+        cache = true
+        [tasks.make]
+        call = "contract_tasks:write_file"
+        kwargs = {{ log = "{log}", path = "{out}", text = "made" }}
+        files_out = ["{out}"]
+        [tasks.use]
+        call = "contract_tasks:add"
+        deps = ["make"]
+        inputs = {{ a = "make" }}
+        kwargs = {{ b = "!" }}
+        [tasks.forgets]
+        call = "contract_tasks:write_file"
+        kwargs = {{ log = "{log}", path = "{tmp_path / 'never.txt'}", text = "" }}
+        files_out = ["never.txt"]
+    """)
+    args = ["--json", *executor_args(backend, request)]
+    first = cli("run", str(spec), *args)
+    assert first.code == 1, first.stderr
+    assert first.json["tasks"]["use"]["output"] == "made!"
+    assert "MissingOutput" in first.json["tasks"]["forgets"]["error"]
+    ran = log.read_text().split()
+    second = cli("run", str(spec), *args)
+    assert second.json["tasks"]["use"]["output"] == "made!"
+    assert second.json["tasks"]["make"]["cached"] is True
+    assert second.json["tasks"]["use"]["cached_from"] == first.json["run_id"]
+    assert log.read_text().split() == ran + [str(tmp_path / "never.txt")]  # only it again
 
 
 def test_resume_after_sigkill_of_dagrun(cli, write, tmp_path, backend):
