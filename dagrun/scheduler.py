@@ -377,6 +377,10 @@ class Scheduler(Readiness):
                          if st.state == TaskState.RUNNING), default=1.0)
         results = self.executor.cancel(0 if self.cancel.force else grace)
         self._handle(results)
+        self._cancel_the_rest()
+
+    def _cancel_the_rest(self) -> None:
+        """Every task not final is recorded cancelled (a stop, a lost executor)."""
         for tid, st in self.status.items():
             if st.state not in FINAL_STATES:
                 # A retrying task's record keeps its delay's end: resume waits it out.

@@ -67,12 +67,7 @@ def executor_lost(sched: Scheduler, exc: ExecutorLost) -> ExecutorLost:
     sched._handle([AttemptResult(tid, st.ordinal, cancelled=True, ended=now)
                    for tid, st in sched.status.items()
                    if st.state == TaskState.RUNNING and sched.spec.tasks[tid].map is None])
-    for tid, st in sched.status.items():
-        if st.state not in FINAL_STATES:
-            retry_at = st.retry_at if st.state == TaskState.RETRYING else None
-            sched._transition(tid, TaskState.CANCELLED, retry_at=retry_at,
-                              reason=f"cancelled ({sched.cancel.reason})")
-    sched._commit()
+    sched._cancel_the_rest()
     sched.journal.append([{"v": RUN_FORMAT, "kind": "run", "status": sched.result().status,
                            "reason": sched.cancel.reason, "at": now}])
     return _lost_line(sched, exc)
