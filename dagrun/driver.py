@@ -139,11 +139,11 @@ def cache_plug(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus
                settings: dict[str, Any]) -> Any:
     """The scheduler's cache plug (dagrun/cache/plug.py), if any task caches or
     declares files_out."""
-    from dagrun.cache.plug import CachePlug, wanted
+    if not any(t.cache is not None or t.files_out for t in spec.tasks.values()):
+        return None  # cache/plug.py's wanted(), inlined: a run without caching imports none of it
+    from dagrun.cache.plug import CachePlug
     from dagrun.cache.store import CacheStore
 
-    if not wanted(spec):
-        return None
     return CachePlug.for_run(spec, info.run_id, CacheStore(state_root(info)), statuses,
                              settings)
 

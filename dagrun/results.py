@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from dagrun.cache import plug as cache_plug
 from dagrun.kinds import fanout
 from dagrun.kinds import loop as loop_kind
 from dagrun.kinds import sensor as sensor_kind
@@ -72,6 +71,8 @@ def kind_extras(st: TaskStatus) -> dict[str, Any] | None:
     if not (st.polls or st.iterations or st.sensor_started is not None
             or st.stopped_by is not None or st.cached_from is not None):
         return None  # neither a sensor, a loop nor a cache hit (their tests, inlined: every task)
+    from dagrun.cache import plug as cache_plug  # a run without caching never imports it
+
     return {**sensor_kind.extras(st), **loop_kind.extras(st), **cache_plug.extras(st)} or None
 
 

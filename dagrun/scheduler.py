@@ -43,10 +43,8 @@ import itertools
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dagrun.cache import plug as cache_plug
-from dagrun.cache.plug import CachePlug
 from dagrun.errors import ExecutorLost
 from dagrun.events import EventBus, Note, RunFinished, RunStarted, TaskChanged, TaskHeld
 from dagrun.executor.base import Executor, clamp_wait
@@ -68,6 +66,9 @@ from dagrun.spec import PipelineSpec
 from dagrun.store.journal import Journal
 from dagrun.store.records import RUN_FORMAT
 from dagrun.transitions import apply as apply_transition
+
+if TYPE_CHECKING:
+    from dagrun.cache.plug import CachePlug
 
 # The longest the loop sleeps with nothing to do, so that listeners that show
 # time passing (the live display's clock, a metrics file) refresh without a
@@ -419,6 +420,8 @@ class Scheduler(Readiness):
         if st.iterations or st.stopped_by is not None:
             loop_kind.record_fields(st, rec)
         if st.cached_from is not None:
+            from dagrun.cache import plug as cache_plug  # a run without caching never imports it
+
             cache_plug.record_fields(st, rec)
         return rec
 

@@ -100,3 +100,24 @@ def test_resume_takes_any_record(made_run, tmp_path, records):
         return  # documented: one line and an exit code
     assert result.status == "succeeded"
     assert result.tasks["b"].output == 1
+
+
+def test_seal_fast_path_writes_the_bytes_of_the_general_one() -> None:
+    # Chain.seal splices the pre-encoded run/nonce tail into a task record (issue 9:
+    # per-record cost); the bytes and the chain must be exactly those of setting
+    # the fields on the dict and framing it.
+    import copy
+
+    from dagrun.store.records import Chain, unframe
+
+    recs = [{"v": 2, "task": "a", "state": "running", "attempts": 1, "at": 1.5, "number": 1},
+            {"v": 2, "task": "a", "state": "completed", "attempts": 1, "at": 2.5,
+             "output": {"x": [1, "é", None]}, "attempt": {"log": {"file": "w", "start": 0}}},
+            {"v": 2, "task": "b", "state": "running", "attempts": 1, "at": 1.5},
+            {"v": 2, "run_started": 1.0}]
+    fast, general = Chain('r"1', "n0nce"), Chain('r"1', "n0nce")
+    for rec in recs:
+        sealed = fast.seal(copy.deepcopy(rec))
+        assert sealed == general._seal_dict(copy.deepcopy(rec), rec.get("task"))
+        assert unframe(sealed)["run"] == 'r"1'
+    assert fast.heads == general.heads and set(fast.heads) == {"a", "b"}

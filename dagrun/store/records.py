@@ -67,16 +67,32 @@ class Chain:
     nonce: str
     heads: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # The run id and nonce end every record: encoded once, not per record.
+        self._stamp = (b',"run":' + _dumps(self.run_id) + b',"nonce":' + _dumps(self.nonce)
+                       + b',"prev":')
+
     def seal(self, rec: dict[str, Any]) -> bytes:
-        rec["run"] = self.run_id
-        rec["nonce"] = self.nonce
         tid = rec.get("task")
-        if tid is None:
-            return frame(rec)
+        if tid is None or "run" in rec:  # not a task's, or sealed before: the general way
+            return self._seal_dict(rec, tid)
+        # The same bytes as _seal_dict (rec's fields, then run, nonce, prev), with
+        # the constant tail spliced in and frame()/short_digest() inlined: this
+        # runs for every task record.
         heads = self.heads
-        rec["prev"] = heads.get(tid)
-        # frame() and short_digest(), inlined: this runs for every task record.
-        body = _dumps(rec, option=_NON_STR_KEYS)
+        prev = heads.get(tid)
+        body = (_dumps(rec, option=_NON_STR_KEYS)[:-1] + self._stamp
+                + (b"null}" if prev is None else b'"' + prev.encode("ascii") + b'"}'))
         digest = _sha256(body).hexdigest()
         heads[tid] = digest[:SHORT_DIGEST]
         return digest.encode("ascii") + b" " + body + b"\n"
+
+    def _seal_dict(self, rec: dict[str, Any], tid: str | None) -> bytes:
+        rec["run"] = self.run_id
+        rec["nonce"] = self.nonce
+        if tid is None:
+            return frame(rec)
+        rec["prev"] = self.heads.get(tid)
+        framed = frame(rec)
+        self.heads[tid] = short_digest(framed)
+        return framed
