@@ -106,11 +106,13 @@ class EventBus:
         self.listeners: list[Any] = [lst for lst in listeners if lst is not None]
         self.disabled: list[tuple[Any, BaseException]] = []
         self._by_state: dict[TaskState, list[Any]] = {}  # TaskChanged.new -> its listeners
+        # listens()'s answers, for the scheduler to read inline (every transition)
+        self.heard: dict[TaskState, bool] = {}
         self._ticks: list[tuple[Any, Any]] | None = None  # (listener, its tick method)
 
     def add(self, listener: Any) -> None:
         self.listeners.append(listener)
-        self._by_state, self._ticks = {}, None
+        self._by_state, self._ticks, self.heard = {}, None, {}
 
     def _changed_listeners(self, new: TaskState) -> list[Any]:
         out = [lst for lst in self.listeners
@@ -122,7 +124,9 @@ class EventBus:
         """Whether any listener takes TaskChanged events into `new` (if none,
         the scheduler does not even build them)."""
         by_state = self._by_state.get(new)
-        return bool(self._changed_listeners(new) if by_state is None else by_state)
+        heard = self.heard[new] = bool(self._changed_listeners(new) if by_state is None
+                                       else by_state)
+        return heard
 
     def emit(self, event: Event) -> None:
         listeners = self.listeners
@@ -169,7 +173,7 @@ class EventBus:
             return
         # Rebuilt, not removed in place: emit() may be iterating the old list.
         self.listeners = [lst for lst in self.listeners if lst is not listener]
-        self._by_state, self._ticks = {}, None
+        self._by_state, self._ticks, self.heard = {}, None, {}
         self.disabled.append((listener, exc))
         name = getattr(listener, "name", type(listener).__name__)
         if sys.stderr is None:  # started with stderr closed: print() would pick stdout

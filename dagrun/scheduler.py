@@ -65,7 +65,8 @@ from dagrun.scheduling import CancelToken, Gate, executor_lost, gate_due
 from dagrun.spec import PipelineSpec
 from dagrun.store.journal import Journal
 from dagrun.store.records import RUN_FORMAT
-from dagrun.transitions import apply as apply_transition
+from dagrun.transitions import ALLOWED
+from dagrun.transitions import check as check_transition
 
 if TYPE_CHECKING:
     from dagrun.cache.plug import CachePlug
@@ -141,13 +142,20 @@ class Scheduler(Readiness):
         fields to the task's status, queue its journal record and its event
         (both reach the journal and the listeners at the next _commit)."""
         st = self.status[tid]
-        old = apply_transition(tid, st, new)
-        for name, value in fields.items():
-            setattr(st, name, value)
+        old = st.state
+        if new not in ALLOWED[old]:  # the table's check (transitions.py), inlined
+            check_transition(tid, old, new)
+        st.state = new
+        if fields:
+            for name, value in fields.items():
+                setattr(st, name, value)
         rec = self._record(tid, st, attempt, "output" in fields,
                            number if new is TaskState.RUNNING else None)
         self._records.append(rec)
-        if not self.bus.listens(new):
+        heard = self.bus.heard.get(new)
+        if heard is None:
+            heard = self.bus.listens(new)
+        if not heard:
             return  # e.g. `running` with the quiet display: no event to build
         if number is None and attempt is not None:
             number = attempt.get("attempt")

@@ -368,14 +368,14 @@ class ProcessExecutor:
 
     def _finish(self, worker: procs.Worker, msg: dict) -> AttemptResult:
         _, attempt = worker.inflight.popleft()
-        log = msg.get("log")
-        if self._echo is not None and log is not None:
-            self._echo.finished(worker, attempt.task_id, log[1])
+        r = results.from_message(worker, attempt, msg)
+        if self._echo is not None and r.log is not None:
+            self._echo.finished(worker, attempt.task_id, r.log["end"])
         worker.done += 1
-        worker.last_duration = msg.get("ended", 0.0) - msg.get("started", 0.0)
+        worker.last_duration = r.ended - r.started
         worker.head_started = time.monotonic()
         worker.head_wall = time.time()
-        if msg.get("retire"):
+        if "retire" in msg and msg["retire"]:
             worker.retiring = True  # it exits after this result (e.g. memory_limit breached)
         if (self.max_tasks_per_worker and worker.done >= self.max_tasks_per_worker
                 and not worker.retiring):
@@ -383,7 +383,7 @@ class ProcessExecutor:
             self._stop_writing(worker)
             procs.close(worker.req_fd)
             worker.req_fd = -1  # closed: the number may be reused by the next fd opened
-        return results.from_message(worker, attempt, msg)
+        return r
 
     def _reap(self, worker: procs.Worker, out: list[AttemptResult]) -> None:
         """The worker's result pipe closed: it exited. Report, clean up, replace."""

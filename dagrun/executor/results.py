@@ -15,14 +15,14 @@ def from_message(worker: procs.Worker, attempt: Attempt, msg: dict) -> AttemptRe
     get = msg.get
     log = get("log")
     error = get("error")
+    # Positional (AttemptResult's field order): this runs for every result.
     return AttemptResult(
-        task_id=attempt.task_id, number=attempt.number, output=get("output"),
-        error=TaskError.from_dict(error) if error else None,
-        started=get("started", 0.0), ended=get("ended", 0.0), state=get("state"),
-        condition_false=get("condition") is False and error is None,
-        stop=get("stop") is True, map_index=attempt.map_index,
-        log=None if log is None else {"file": f"worker-{worker.pid}.log",
-                                      "start": log[0], "end": log[1]},
+        attempt.task_id, attempt.number, get("output"),
+        TaskError.from_dict(error) if error else None,
+        get("started", 0.0), get("ended", 0.0), False, get("state"),
+        get("condition") is False and error is None, get("stop") is True, attempt.map_index,
+        None if log is None else {"file": f"worker-{worker.pid}.log",
+                                  "start": log[0], "end": log[1]},
     )
 
 
