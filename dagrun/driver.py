@@ -9,6 +9,8 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
+from operator import attrgetter, is_
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -128,7 +130,7 @@ def task_logs(info: RunInfo, bus: Any) -> dict[str, Any]:
 
 def breaker_gate(info: RunInfo, spec: PipelineSpec, notify: Any = None) -> Any:
     """The circuit breakers guarding the spec's tasks, as the scheduler's gate."""
-    if not any(t.breaker for t in spec.tasks.values()):
+    if not any(map(attrgetter("breaker"), spec.tasks.values())):  # (C-level scans: per task)
         return None
     from dagrun.breaker import BreakerGate, BreakerStore
 
@@ -139,7 +141,9 @@ def cache_plug(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus
                settings: dict[str, Any]) -> Any:
     """The scheduler's cache plug (dagrun/cache/plug.py), if any task caches or
     declares files_out."""
-    if not any(t.cache is not None or t.files_out for t in spec.tasks.values()):
+    tasks = spec.tasks.values()
+    if not any(map(attrgetter("files_out"), tasks)) and all(
+            map(partial(is_, None), map(attrgetter("cache"), tasks))):
         return None  # cache/plug.py's wanted(), inlined: a run without caching imports none of it
     from dagrun.cache.plug import CachePlug
     from dagrun.cache.store import CacheStore
@@ -150,7 +154,7 @@ def cache_plug(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus
 
 def event_waits(info: RunInfo, spec: PipelineSpec, emitted: set[str] | None) -> Any:
     """The scheduler's event plug (kinds/events.py), if any task waits for events."""
-    if not any(t.wait_for for t in spec.tasks.values()):
+    if not any(map(attrgetter("wait_for"), spec.tasks.values())):
         return None
     from dagrun.kinds.events import EventWaits
 

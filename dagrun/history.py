@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from dagrun.errors import DagrunError, RunLocked, UnknownRun, UsageError
-from dagrun.model import TaskResult, TaskState
+from dagrun.model import TaskResult, TaskState, to_ms
 
 # The live marker is written by every run: its own small module (store/live.py),
 # so that a run does not import all of this.
@@ -58,7 +58,7 @@ class RunView:
     def duration_s(self) -> float | None:
         if self.ended_at is None:
             return None
-        return round(max(0.0, self.ended_at - self.started_at), 3)
+        return to_ms(max(0.0, self.ended_at - self.started_at))
 
     def summary(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "pipeline": self.pipeline, "status": self.status,
@@ -107,12 +107,12 @@ def read_run(state: Any, run_id: str) -> RunView:
         state_ = TaskState(name)
         started = ended = None
         if tid in starts:
-            started = round(starts[tid], 3)
+            started = to_ms(starts[tid])
             end = ends.get(tid)
             if name == "cancelled" and rec:  # cut short: no attempt entry, its record ends it
                 end = max(end or 0.0, rec["at"]) if _num(rec.get("at")) else end
             if state_ in FINAL_STATES and end is not None:
-                ended = round(max(end, started), 3)
+                ended = to_ms(max(end, started))
         if name == "completed" and rec:
             cached = rec.get("cached_from")  # a cache hit (dagrun/cache/)
             tasks[tid] = TaskResult(name, rec["attempts"], rec.get("output"), None,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterable, Mapping
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -191,6 +192,10 @@ def bind(spec: Any, values: Mapping[str, Any], *, run_id: str, run_date: str,
     """The spec with its tasks' kwargs resolved: all of them for a `fresh` spec
     (a new run's), else only those kept as templates (a snapshot's). Tasks that
     read a secret keep their template (the snapshot stores it instead)."""
+    all_tasks = spec.tasks.values()
+    if not any(map(attrgetter("kwargs"), all_tasks)) and not any(
+            map(attrgetter("template"), all_tasks)):
+        return spec  # no task has kwargs: nothing to bind (C-level scans: per task)
     builtins = _builtins(spec, run_id, run_date)
     tasks = {}
     for tid, t in spec.tasks.items():

@@ -19,6 +19,7 @@ from dagrun.model import (
     TaskState,
     TaskStatus,
     task_span,
+    to_ms,
 )
 
 if TYPE_CHECKING:
@@ -40,9 +41,9 @@ def run_result(sched: Scheduler) -> RunResult:
             h = history[0]
             first, last = h.get("started"), h.get("ended")
             if first and last:
-                started = round(first, 3)
+                started = to_ms(first)
                 tasks[tid] = TaskResult("completed", st.attempts, st.output, None, None, None,
-                                        None, started, round(max(last, started), 3))
+                                        None, started, to_ms(max(last, started)))
                 continue
         if state == TaskState.DEAD_LETTERED or (
                 state == TaskState.SKIPPED and not st.benign):

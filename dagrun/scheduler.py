@@ -149,8 +149,36 @@ class Scheduler(Readiness):
         if fields:
             for name, value in fields.items():
                 setattr(st, name, value)
-        rec = self._record(tid, st, attempt, "output" in fields,
-                           number if new is TaskState.RUNNING else None)
+        # The task's journal record: a snapshot of its status (every transition).
+        output = "output" in fields
+        rec: dict[str, Any] = {"v": RUN_FORMAT, "task": tid, "state": _VALUE[new],
+                               "attempts": st.attempts, "at": self.wall()}
+        if output:
+            rec["output"] = st.output
+        if st.error is not None and new is not TaskState.COMPLETED:
+            rec["error"] = st.error.to_dict()
+        if st.reason and (new is TaskState.SKIPPED or new is TaskState.CANCELLED):
+            rec["reason"] = st.reason
+            if st.benign and new is TaskState.SKIPPED:
+                rec["benign"] = True  # not caused by a failure: the run can succeed
+        if attempt is not None:
+            rec["attempt"] = attempt
+        if number is not None and new is TaskState.RUNNING:
+            rec["number"] = number
+        if st.retry_at is not None and (new is TaskState.RETRYING
+                                        or new is TaskState.CANCELLED):
+            rec["retry_at"] = st.retry_at
+        if output and tid in self._carried:
+            rec["saved_state"] = self._carried[tid]  # state across runs (kinds/state.py)
+        # The kinds' own fields (their tests, inlined: this runs for every record).
+        if st.polls or st.sensor_started is not None:
+            sensor_kind.record_fields(st, rec)
+        if st.iterations or st.stopped_by is not None:
+            loop_kind.record_fields(st, rec)
+        if st.cached_from is not None:
+            from dagrun.cache import plug as cache_plug  # a run without caching never imports it
+
+            cache_plug.record_fields(st, rec)
         self._records.append(rec)
         heard = self.bus.heard.get(new)
         if heard is None:
@@ -399,39 +427,6 @@ class Scheduler(Readiness):
         self._commit()
 
     # ------------------------------------------------------------ records
-
-    def _record(self, tid: str, st: TaskStatus, attempt: dict[str, Any] | None,
-                output: bool, number: int | None) -> dict[str, Any]:
-        state = st.state
-        rec: dict[str, Any] = {"v": RUN_FORMAT, "task": tid, "state": _VALUE[state],
-                               "attempts": st.attempts, "at": self.wall()}
-        if output:
-            rec["output"] = st.output
-        if st.error is not None and state is not TaskState.COMPLETED:
-            rec["error"] = st.error.to_dict()
-        if st.reason and (state is TaskState.SKIPPED or state is TaskState.CANCELLED):
-            rec["reason"] = st.reason
-            if st.benign and state is TaskState.SKIPPED:
-                rec["benign"] = True  # not caused by a failure: the run can succeed
-        if attempt is not None:
-            rec["attempt"] = attempt
-        if number is not None:
-            rec["number"] = number
-        if st.retry_at is not None and (state is TaskState.RETRYING
-                                        or state is TaskState.CANCELLED):
-            rec["retry_at"] = st.retry_at
-        if output and tid in self._carried:
-            rec["saved_state"] = self._carried[tid]  # state across runs (kinds/state.py)
-        # The kinds' own fields (their tests, inlined: this runs for every record).
-        if st.polls or st.sensor_started is not None:
-            sensor_kind.record_fields(st, rec)
-        if st.iterations or st.stopped_by is not None:
-            loop_kind.record_fields(st, rec)
-        if st.cached_from is not None:
-            from dagrun.cache import plug as cache_plug  # a run without caching never imports it
-
-            cache_plug.record_fields(st, rec)
-        return rec
 
     def result(self) -> RunResult:
         return run_result(self)

@@ -16,6 +16,8 @@ import os
 import sys
 import time
 import traceback
+from collections import Counter
+from operator import attrgetter
 from pathlib import Path
 from typing import IO, Any
 
@@ -84,9 +86,7 @@ class RunLog:
                       f"run {event.run_id} of {event.spec.name}: {len(event.states)} tasks")
         elif isinstance(event, RunFinished):
             r = event.result
-            counts: dict[str, int] = {}
-            for t in r.tasks.values():
-                counts[t.state] = counts.get(t.state, 0) + 1
+            counts = Counter(map(attrgetter("state"), r.tasks.values()))
             tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
             self.line(20 if r.status == "succeeded" else 30, "run_finished", None,
                       f"run {r.run_id} {r.status} ({tally})")

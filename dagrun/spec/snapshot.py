@@ -5,6 +5,7 @@ re-validating."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from operator import attrgetter
 from typing import Any
 
 from dagrun.cache.spec import from_dict as cache_from_dict
@@ -73,6 +74,15 @@ def from_dict(data: Mapping[str, Any]) -> PipelineSpec:
 
 
 _DEFAULT_RETRY = RetryPolicy()
+# The fields most tasks leave at their defaults, read in one C call and compared
+# as one tuple: _task_dict runs for every task when a run is created.
+_RARE = attrgetter("priority", "timeout", "timeout_grace", "memory_limit", "breaker", "wait_for",
+                   "event_timeout", "trigger", "when", "sensor", "repeat", "map", "template",
+                   "cache", "files_in", "files_out")
+_RARE_DEFAULTS = _RARE(TaskSpec("", ""))
+# A policy object found equal to the default (tasks without policy keys share one):
+# `is` is then enough, not RetryPolicy.__eq__ per task.
+_default_policy = [_DEFAULT_RETRY]
 
 
 def _task_dict(t: TaskSpec) -> dict[str, Any]:
@@ -83,6 +93,10 @@ def _task_dict(t: TaskSpec) -> dict[str, Any]:
         d["deps"] = list(t.deps)
     if t.inputs:
         d["inputs"] = dict(t.inputs)
+    if _RARE(t) == _RARE_DEFAULTS and _plain_retry(t.retry):
+        if t.kwargs:
+            d["kwargs"] = dict(t.kwargs)
+        return d
     if t.template is not None:
         # It reads a secret param: the resolved kwargs would hold its value.
         d["kwargs"] = dict(t.template)
@@ -121,11 +135,20 @@ def _task_dict(t: TaskSpec) -> dict[str, Any]:
     if t.files_out:
         d["files_out"] = list(t.files_out)
     r = t.retry
-    if r != _DEFAULT_RETRY:
+    if not _plain_retry(r):
         d["retry"] = {"retries": r.retries, "delay": r.delay, "backoff": r.backoff,
                       "max_delay": r.max_delay, "jitter": r.jitter,
                       "retry_on": list(r.retry_on), "no_retry_on": list(r.no_retry_on)}
     return d
+
+
+def _plain_retry(r: RetryPolicy) -> bool:
+    if r is _default_policy[0]:
+        return True
+    if r == _DEFAULT_RETRY:
+        _default_policy[0] = r
+        return True
+    return False
 
 
 def _breaker_dict(b: BreakerSpec) -> dict[str, Any]:

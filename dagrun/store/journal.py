@@ -64,8 +64,10 @@ class Journal:
         return self._fd
 
     def append(self, records: Iterable[dict[str, Any]], *, sync: bool = True) -> None:
-        seal = self.chain.seal if self.chain is not None else frame
-        data = b"".join([seal(r) for r in records])
+        if self.chain is not None:
+            data = self.chain.seal_all(records)
+        else:
+            data = b"".join([frame(r) for r in records])
         if not data:
             return
         try:

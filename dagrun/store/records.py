@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,19 +74,27 @@ class Chain:
                        + b',"prev":')
 
     def seal(self, rec: dict[str, Any]) -> bytes:
-        tid = rec.get("task")
-        if tid is None or "run" in rec:  # not a task's, or sealed before: the general way
-            return self._seal_dict(rec, tid)
-        # The same bytes as _seal_dict (rec's fields, then run, nonce, prev), with
-        # the constant tail spliced in and frame()/short_digest() inlined: this
-        # runs for every task record.
-        heads = self.heads
-        prev = heads.get(tid)
-        body = (_dumps(rec, option=_NON_STR_KEYS)[:-1] + self._stamp
-                + (b"null}" if prev is None else b'"' + prev.encode("ascii") + b'"}'))
-        digest = _sha256(body).hexdigest()
-        heads[tid] = digest[:SHORT_DIGEST]
-        return digest.encode("ascii") + b" " + body + b"\n"
+        return self.seal_all((rec,))
+
+    def seal_all(self, records: Iterable[dict[str, Any]]) -> bytes:
+        """The records sealed and joined, in order (a journal append's batch)."""
+        out = []
+        heads, stamp = self.heads, self._stamp
+        for rec in records:
+            tid = rec.get("task")
+            if tid is None or "run" in rec:  # not a task's, or sealed before: the general way
+                out.append(self._seal_dict(rec, tid))
+                continue
+            # The same bytes as _seal_dict (rec's fields, then run, nonce, prev), with
+            # the constant tail spliced in and frame()/short_digest() inlined: this
+            # runs for every task record.
+            prev = heads.get(tid)
+            body = (_dumps(rec, option=_NON_STR_KEYS)[:-1] + stamp
+                    + (b"null}" if prev is None else b'"' + prev.encode("ascii") + b'"}'))
+            digest = _sha256(body).hexdigest()
+            heads[tid] = digest[:SHORT_DIGEST]
+            out.append(digest.encode("ascii") + b" " + body + b"\n")
+        return b"".join(out)
 
     def _seal_dict(self, rec: dict[str, Any], tid: str | None) -> bytes:
         rec["run"] = self.run_id
