@@ -41,9 +41,9 @@ def run_result(sched: Scheduler) -> RunResult:
             h = history[0]
             first, last = h.get("started"), h.get("ended")
             if first and last:
-                started = to_ms(first)
+                begun = to_ms(first)
                 tasks[tid] = TaskResult("completed", st.attempts, st.output, None, None, None,
-                                        None, started, to_ms(max(last, started)))
+                                        None, begun, to_ms(max(last, begun)))
                 continue
         if state == TaskState.DEAD_LETTERED or (
                 state == TaskState.SKIPPED and not st.benign):
