@@ -65,8 +65,7 @@ from dagrun.scheduling import CancelToken, Gate, executor_lost, gate_due
 from dagrun.spec import PipelineSpec
 from dagrun.store.journal import Journal
 from dagrun.store.records import RUN_FORMAT
-from dagrun.transitions import ALLOWED
-from dagrun.transitions import check as check_transition
+from dagrun.transitions import apply as apply_transition
 
 if TYPE_CHECKING:
     from dagrun.cache.plug import CachePlug
@@ -142,10 +141,7 @@ class Scheduler(Readiness):
         fields to the task's status, queue its journal record and its event
         (both reach the journal and the listeners at the next _commit)."""
         st = self.status[tid]
-        old = st.state
-        if new not in ALLOWED[old]:  # the table's check (transitions.py), inlined
-            check_transition(tid, old, new)
-        st.state = new
+        old = apply_transition(tid, st, new)
         if fields:
             for name, value in fields.items():
                 setattr(st, name, value)
