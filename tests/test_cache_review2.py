@@ -1,0 +1,94 @@
+"""Second review of task caching (issue 13), through the CLI: tasks whose key
+would be new every run, --refresh outside a partial run, ttl, logs of a hit."""
+
+from __future__ import annotations
+
+from tasks.sidefx import runs_of
+
+# t: ${run.id} inside a longer string; p: a param whose default is ${run.id};
+# s: cached like the others, but its key is the same every run.
+RUN_ID_SPEC = """
+[params]
+tag = "${{run.id}}"
+
+[defaults]
+cache = true
+
+[tasks.t]
+call = "tagged:work"
+kwargs = {{ log = "{log}", name = "t", tag = "out-${{run.id}}.csv", flag = "{flag}" }}
+
+[tasks.p]
+call = "tagged:work"
+kwargs = {{ log = "{log}", name = "p", tag = "${{params.tag}}", flag = "" }}
+
+[tasks.s]
+call = "tagged:work"
+kwargs = {{ log = "{log}", name = "s", tag = "same", flag = "" }}
+"""
+
+TAGGED = """
+import os
+from sidefx import _log
+
+def work(log, name, tag, flag):
+    _log(log, name)
+    if flag and os.path.exists(flag):
+        raise RuntimeError("flag is set")
+    return tag[:4]
+"""
+
+
+def run_id_pipeline(write, tmp_path):
+    log, flag = tmp_path / "log", tmp_path / "FLAG"
+    write("tagged.py", TAGGED)
+    return write("p.toml", RUN_ID_SPEC.format(log=log, flag=flag)), log, flag
+
+
+def test_a_task_using_run_id_is_never_cached_and_stores_no_entry(cli, write, tmp_path):
+    spec, log, _ = run_id_pipeline(write, tmp_path)
+    assert cli("validate", str(spec)).code == 0
+    first = cli("run", str(spec), "--json")
+    assert first.code == 0, first.stderr
+    second = cli("run", str(spec), "--json")
+    assert second.code == 0, second.stderr
+    assert runs_of(log) == {"t": 2, "p": 2, "s": 1}
+    tasks = second.json["tasks"]
+    assert "cached" not in tasks["t"] and "cached" not in tasks["p"]
+    assert tasks["s"]["cached_from"] == first.json["run_id"]  # the others still hit
+    assert "not cached: t, p" in second.stderr and "${run.id}" in second.stderr
+    listed = cli("cache", "list", "p", "--json")
+    assert [e["task"] for e in listed.json] == ["s"]
+    dry = cli("run", str(spec), "--dry-run", "--json")
+    assert dry.code == 0
+    verdicts = dry.json["tasks"]
+    assert verdicts["t"] == {"run": True, "reason": "uses ${run.id}: never cached"}
+    assert verdicts["p"]["run"] is True
+    assert verdicts["p"]["reason"].startswith("uses ${params.tag}")
+    assert "never cached" in verdicts["p"]["reason"]
+    assert verdicts["s"]["run"] is False
+    assert [e["task"] for e in cli("cache", "list", "p", "--json").json] == ["s"]
+
+
+def test_a_task_using_run_id_stores_no_entry_when_it_completes_on_resume(cli, write,
+                                                                         tmp_path):
+    # The resumed run's spec comes from its snapshot, whose kwargs are resolved.
+    spec, log, flag = run_id_pipeline(write, tmp_path)
+    flag.write_text("")
+    first = cli("run", str(spec), "--json")
+    assert first.code == 1 and first.json["tasks"]["t"]["state"] == "dead_lettered"
+    flag.unlink()
+    again = cli("dlq", "retry", first.json["run_id"], "t", "--json")
+    assert again.code == 0, again.stderr
+    assert again.json["tasks"]["t"]["state"] == "completed"
+    assert runs_of(log)["t"] == 2
+    assert sorted(e["task"] for e in cli("cache", "list", "p", "--json").json) == ["s"]
+
+
+def test_a_param_given_on_the_command_line_keeps_its_task_cached(cli, write, tmp_path):
+    spec, log, _ = run_id_pipeline(write, tmp_path)
+    for _ in range(2):
+        r = cli("run", str(spec), "--json", "--param", "tag=fixed")
+        assert r.code == 0, r.stderr
+    assert r.json["tasks"]["p"]["cached"] is True
+    assert runs_of(log)["p"] == 1
