@@ -163,6 +163,7 @@ def dry_run(
     forced = dict.fromkeys(settings.get("refresh", ()), "--refresh")
     if selection:
         chosen = select(pipeline, selection, _finder(pipeline, state, settings))
+        chosen.check_refresh(selection, settings.get("refresh", ()))
         pipeline, notes, given = chosen.spec, chosen.notes, chosen.given
         taken = {tid: {"run_id": t.run_id, "cached": t.cached}
                  for tid, t in sorted(chosen.taken.items())}
@@ -182,6 +183,7 @@ def _select(pipeline: Any, selection: Any, state: Any, settings: dict[str, Any],
     from dagrun.selection import select
 
     chosen = select(pipeline, selection, _finder(pipeline, state, settings))
+    chosen.check_refresh(selection, settings.get("refresh", ()))
     settings["selection"] = chosen.record(selection)
     if reporter is not None:
         for line in chosen.notes:

@@ -3,6 +3,7 @@ would be new every run, --refresh outside a partial run, ttl, logs of a hit."""
 
 from __future__ import annotations
 
+import pytest
 from tasks.sidefx import runs_of
 
 # t: ${run.id} inside a longer string; p: a param whose default is ${run.id};
@@ -92,3 +93,57 @@ def test_a_param_given_on_the_command_line_keeps_its_task_cached(cli, write, tmp
         assert r.code == 0, r.stderr
     assert r.json["tasks"]["p"]["cached"] is True
     assert runs_of(log)["p"] == 1
+
+
+# ---------------------------------------------------------------- --refresh in a partial run
+
+CHAIN = """
+[defaults]
+cache = true
+[tasks.a]
+call = "sidefx:step"
+kwargs = {{ log = "{log}", name = "a", k = 1 }}
+[tasks.b]
+call = "sidefx:step"
+deps = ["a"]
+inputs = {{ x = "a" }}
+kwargs = {{ log = "{log}", name = "b", k = 10 }}
+[tasks.c]
+call = "sidefx:step"
+kwargs = {{ log = "{log}", name = "c", k = 100 }}
+"""
+
+
+@pytest.mark.parametrize("dry", [(), ("--dry-run",)])
+def test_refresh_of_a_task_outside_the_partial_run_is_a_usage_error(cli, write, tmp_path,
+                                                                    dry):
+    log = tmp_path / "log"
+    spec = write("p.toml", CHAIN.format(log=log))
+    assert cli("run", str(spec)).code == 0
+    before = runs_of(log)
+    for refresh in ("a", "c"):  # an outside upstream, an unrelated task
+        r = cli("run", str(spec), *dry, "--json", "--only", "b", "--refresh", refresh)
+        assert r.code == 2, r.stderr
+        assert r.stdout == ""
+        line = r.stderr.strip()
+        assert "\n" not in line and "Traceback" not in line
+        assert f"--refresh {refresh}" in line and "not part of this partial run" in line
+        assert f"--only {refresh}" in line and f"--from {refresh}" in line
+    assert runs_of(log) == before
+    assert len(cli("runs", "--json").json) == 1  # no run was created
+    # The ways out it names work; a refresh of a selected task is fine.
+    r = cli("run", str(spec), *dry, "--json", "--only", "b", "--only", "a", "--refresh", "a")
+    assert r.code == 0, r.stderr
+    r = cli("run", str(spec), *dry, "--json", "--from", "a", "--refresh", "a")
+    assert r.code == 0, r.stderr
+    r = cli("run", str(spec), *dry, "--json", "--only", "b", "--refresh", "b")
+    assert r.code == 0, r.stderr
+
+
+def test_refresh_of_an_upstream_that_joins_the_partial_run_is_honoured(cli, write, tmp_path):
+    # No earlier run: a has no output to take, so it runs too and --refresh a applies.
+    log = tmp_path / "log"
+    spec = write("p.toml", CHAIN.format(log=log))
+    r = cli("run", str(spec), "--json", "--only", "b", "--refresh", "a")
+    assert r.code == 0, r.stderr
+    assert sorted(r.json["tasks"]) == ["a", "b"] and runs_of(log) == {"a": 1, "b": 1}
