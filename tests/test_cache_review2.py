@@ -3,6 +3,8 @@ would be new every run, --refresh outside a partial run, ttl, logs of a hit."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from tasks.sidefx import runs_of
 
@@ -147,3 +149,48 @@ def test_refresh_of_an_upstream_that_joins_the_partial_run_is_honoured(cli, writ
     r = cli("run", str(spec), "--json", "--only", "b", "--refresh", "a")
     assert r.code == 0, r.stderr
     assert sorted(r.json["tasks"]) == ["a", "b"] and runs_of(log) == {"a": 1, "b": 1}
+
+
+# ---------------------------------------------------------------- ttl: gc and lookup agree
+
+TTL = """
+[tasks.t]
+call = "sidefx:step"
+kwargs = {{ log = "{log}", name = "t" }}
+cache = {cache}
+"""
+
+
+@pytest.mark.parametrize("now", ['{ ttl = "1h" }', "true"])
+def test_an_entry_gc_would_drop_is_never_a_hit_after_the_ttl_grew(cli, write, tmp_path,
+                                                                    now):
+    # Stored with a 1 s ttl; the spec now says 1 h (or no expiry). gc drops
+    # the entry by the ttl it was stored with: a run must not use it either,
+    # or whether the task runs would depend on when gc last ran.
+    log = tmp_path / "log"
+    spec = write("p.toml", TTL.format(log=log, cache='{ ttl = "1s" }'))
+    first = cli("run", str(spec), "--json")
+    assert first.code == 0, first.stderr
+    spec.write_text(TTL.format(log=log, cache=now))
+    time.sleep(1.5)  # past the stored 1 s ttl, well within the new one
+    gc = cli("gc", "--keep", "100", "--dry-run")
+    assert gc.code == 0 and "would drop 1 expired cache entry" in gc.stderr
+    dry = cli("run", str(spec), "--dry-run", "--json")
+    assert dry.json["tasks"]["t"] == {"run": True, "reason": "expired"}
+    r = cli("run", str(spec), "--json")
+    assert r.code == 0 and "cached" not in r.json["tasks"]["t"]
+    assert runs_of(log) == {"t": 2}
+    # The new entry carries the spec's ttl now: gc keeps it, the next run hits it.
+    assert "expired" not in cli("gc", "--keep", "100").stderr
+    assert cli("run", str(spec), "--json").json["tasks"]["t"]["cached_from"] == r.json["run_id"]
+
+
+def test_a_shorter_ttl_in_the_spec_applies_to_older_entries(cli, write, tmp_path):
+    log = tmp_path / "log"
+    spec = write("p.toml", TTL.format(log=log, cache='{ ttl = "1h" }'))
+    assert cli("run", str(spec)).code == 0
+    spec.write_text(TTL.format(log=log, cache='{ ttl = "1s" }'))
+    time.sleep(1.5)  # past the new 1 s ttl
+    r = cli("run", str(spec), "--json")
+    assert r.code == 0 and "cached" not in r.json["tasks"]["t"]
+    assert runs_of(log) == {"t": 2}

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dagrun.cache.key import Hasher, changed_part, key_of, value_digest
-from dagrun.cache.store import FORMAT, CacheStore, expired
+from dagrun.cache.store import FORMAT, CacheStore, stale
 from dagrun.events import RunFinished, TaskChanged
 from dagrun.model import AttemptResult, TaskError, TaskState, TaskStatus
 
@@ -136,7 +136,7 @@ class CachePlug:
     def hit_entry(self, t: TaskSpec, key: str) -> dict[str, Any] | None:
         """The usable entry of `key`, or None (a miss)."""
         e = self.by_key.get((t.id, key))
-        if e is None or expired(e, t.cache.ttl if t.cache else None):
+        if e is None or stale(e, t.cache.ttl if t.cache else None):
             return None
         if value_digest(e["output"]) != e["output_digest"]:
             return None
@@ -159,7 +159,7 @@ class CachePlug:
         if old is None:
             return "not in the cache"
         if key_of(parts) == old["key"]:
-            if expired(old, t.cache.ttl if t.cache else None):
+            if stale(old, t.cache.ttl if t.cache else None):
                 return "expired"
             return "output file changed"
         return changed_part(parts, old["parts"]) or "not in the cache"
