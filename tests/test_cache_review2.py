@@ -194,3 +194,24 @@ def test_a_shorter_ttl_in_the_spec_applies_to_older_entries(cli, write, tmp_path
     r = cli("run", str(spec), "--json")
     assert r.code == 0 and "cached" not in r.json["tasks"]["t"]
     assert runs_of(log) == {"t": 2}
+
+
+# ---------------------------------------------------------------- logs of a hit
+
+
+def test_logs_of_a_hit_whose_run_was_deleted_by_gc_is_one_line_exit_2(cli, write, tmp_path):
+    log = tmp_path / "log"
+    spec = write("p.toml", TTL.format(log=log, cache="true"))
+    made = cli("run", str(spec), "--json").json["run_id"]
+    hit = cli("run", str(spec), "--json")
+    assert hit.json["tasks"]["t"]["cached_from"] == made
+    before = cli("logs", hit.json["run_id"], "t")
+    assert before.code == 2 and before.stdout == ""
+    assert f"made by run {made}" in before.stderr and f"dagrun logs {made} t" in before.stderr
+    assert cli("gc", "--keep", "1").code == 0  # deletes `made`, keeps the entry
+    assert [e["run_id"] for e in cli("cache", "list", "--json").json] == [made]
+    after = cli("logs", hit.json["run_id"], "t")
+    assert after.code == 2 and after.stdout == ""
+    line = after.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert f"made by run {made}, since deleted" in line and "dagrun logs" not in line
