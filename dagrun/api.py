@@ -111,6 +111,7 @@ def run(
                             "(--if-running " + if_running + ")")
         if selection:
             pipeline = _select(pipeline, selection, state, settings, reporter)
+        _note_never_cached(pipeline, reporter)
         info = state.create_run(rid, pipeline, settings)
         from dagrun.driver import drive
 
@@ -162,6 +163,7 @@ def dry_run(
     forced = dict.fromkeys(settings.get("refresh", ()), "--refresh")
     if selection:
         chosen = select(pipeline, selection, _finder(pipeline, state, settings))
+        chosen.check_refresh(selection, settings.get("refresh", ()))
         pipeline, notes, given = chosen.spec, chosen.notes, chosen.given
         taken = {tid: {"run_id": t.run_id, "cached": t.cached}
                  for tid, t in sorted(chosen.taken.items())}
@@ -181,6 +183,7 @@ def _select(pipeline: Any, selection: Any, state: Any, settings: dict[str, Any],
     from dagrun.selection import select
 
     chosen = select(pipeline, selection, _finder(pipeline, state, settings))
+    chosen.check_refresh(selection, settings.get("refresh", ()))
     settings["selection"] = chosen.record(selection)
     if reporter is not None:
         for line in chosen.notes:
@@ -193,6 +196,16 @@ def _select(pipeline: Any, selection: Any, state: Any, settings: dict[str, Any],
         reporter.message(f"partial run ({selection.describe()}): {len(chosen.spec.tasks)} of "
                          f"{len(pipeline.tasks)} tasks{took}")
     return chosen.spec
+
+
+def _note_never_cached(pipeline: Any, reporter: Reporter | None) -> None:
+    """One line on the tasks whose `cache` is set but never used (params.bind):
+    why they run every time, though a dry run says it too."""
+    never = [tid for tid, t in pipeline.tasks.items() if t.cache is not None and t.cache.never]
+    if never and reporter is not None:
+        more = f" and {len(never) - 3} more" if len(never) > 3 else ""
+        reporter.message(f"not cached: {', '.join(never[:3])}{more} (their kwargs use "
+                         "${run.id}, so their cache key would be new every run)")
 
 
 def _finder(pipeline: Any, state: Any, settings: Mapping[str, Any]) -> Any:

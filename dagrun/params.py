@@ -197,6 +197,7 @@ def bind(spec: Any, values: Mapping[str, Any], *, run_id: str, run_date: str,
             map(attrgetter("template"), all_tasks)):
         return spec  # no task has kwargs: nothing to bind (C-level scans: per task)
     builtins = _builtins(spec, run_id, run_date)
+    per_run = _per_run(spec, values, builtins)
     tasks = {}
     for tid, t in spec.tasks.items():
         if t.template is not None:
@@ -208,8 +209,27 @@ def bind(spec: Any, values: Mapping[str, Any], *, run_id: str, run_date: str,
             continue
         kwargs = substitute(dict(template), values, builtins)
         keep = dict(template) if uses_secret(template, spec.secret_params) else None
-        tasks[tid] = dataclasses.replace(t, kwargs=kwargs, template=keep)
+        t = dataclasses.replace(t, kwargs=kwargs, template=keep)
+        if t.cache is not None:
+            ref = next((r for r in references(dict(template)) if r in per_run), None)
+            if ref is not None:
+                t = dataclasses.replace(t, cache=dataclasses.replace(
+                    t.cache, never=f"uses {per_run[ref]}: never cached"))
+        tasks[tid] = t
     return dataclasses.replace(spec, tasks=tasks)
+
+
+def _per_run(spec: Any, values: Mapping[str, Any],
+             builtins: Mapping[str, Any]) -> dict[str, str]:
+    """The references whose value is new every run, and how to name them: a
+    task using one would get a new cache key every run (cache/plug.cacheable).
+    Decided on the templates, not the values: a run id is any string."""
+    out = {"run.id": "${run.id}"}
+    for name, default in spec.params.items():
+        if "run.id" in set(references(default)) and name in values and \
+                values[name] == substitute(default, {}, builtins):
+            out[f"params.{name}"] = f"${{params.{name}}} (its default is ${{run.id}})"
+    return out
 
 
 def for_resume(spec: Any, settings: Mapping[str, Any], given: Mapping[str, Any] | None,

@@ -79,6 +79,16 @@ class Selected:
                           for tid, t in self.taken.items()}}
 
 
+    def check_refresh(self, selection: Selection, refresh: Iterable[str]) -> None:
+        """UsageError for a --refresh of a task outside the run: it would not
+        run, so the flag would be silently ignored."""
+        for tid in refresh:
+            if tid not in self.spec.tasks:
+                raise UsageError(f"--refresh {tid}: {tid!r} is not part of this partial run "
+                                 f"({selection.describe()}); add --only {tid}, or use "
+                                 f"--from {tid} to re-run it and what follows")
+
+
 Finder = Callable[[set[str]], Mapping[str, Taken]]
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dagrun.cache.key import key_of
-from dagrun.cache.plug import CachePlug, cacheable
+from dagrun.cache.plug import CachePlug, cacheable, never
 from dagrun.model import TaskState, TaskStatus
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def plan(plug: CachePlug, forced: Mapping[str, str]) -> dict[str, Verdict]:
 def _verdict(plug: CachePlug, t: TaskSpec, forced: Mapping[str, str],
              verdicts: Mapping[str, Verdict], outputs: Mapping[str, Any]) -> Verdict:
     if not cacheable(t):
-        return Verdict(True, "no cache")
+        return Verdict(True, never(t) or "no cache")
     if t.id in forced:
         return Verdict(True, "forced", forced[t.id])
     ups = _upstreams(t)

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dagrun.cache.key import Hasher, changed_part, key_of, value_digest
-from dagrun.cache.store import FORMAT, CacheStore, expired
+from dagrun.cache.store import FORMAT, CacheStore, stale
 from dagrun.events import RunFinished, TaskChanged
 from dagrun.model import AttemptResult, TaskError, TaskState, TaskStatus
 
@@ -53,12 +53,19 @@ def cacheable(t: TaskSpec) -> bool:
     hit would skip the predicate or the event that decide whether and when
     it runs: an approval gate), nor one whose
     kwargs name a secret param (a bound task keeps its template: the key, on
-    disk, is an unsalted digest of the secret); `cache` under [defaults]
-    skips those."""
+    disk, is an unsalted digest of the secret), nor one whose kwargs use
+    ${run.id} (`never`: a key new every run would only grow the cache);
+    `cache` under [defaults] skips those."""
     from dagrun.kinds.state import supplied
 
-    return (t.cache is not None and t.sensor is None and t.repeat is None and t.map is None
-            and t.when is None and not t.wait_for and t.template is None and not supplied(t))
+    return (t.cache is not None and not t.cache.never and t.sensor is None
+            and t.repeat is None and t.map is None and t.when is None and not t.wait_for
+            and t.template is None and not supplied(t))
+
+
+def never(t: TaskSpec) -> str:
+    """Why a task with `cache` set is never cached ("" if it may be)."""
+    return t.cache.never if t.cache is not None else ""
 
 
 def is_hit(event: Any) -> bool:
@@ -129,7 +136,7 @@ class CachePlug:
     def hit_entry(self, t: TaskSpec, key: str) -> dict[str, Any] | None:
         """The usable entry of `key`, or None (a miss)."""
         e = self.by_key.get((t.id, key))
-        if e is None or expired(e, t.cache.ttl if t.cache else None):
+        if e is None or stale(e, t.cache.ttl if t.cache else None):
             return None
         if value_digest(e["output"]) != e["output_digest"]:
             return None
@@ -141,7 +148,7 @@ class CachePlug:
     def reason(self, t: TaskSpec, parts: dict[str, str]) -> str:
         """Why the task would run (or "cached"): for a dry run and for misses."""
         if not cacheable(t):
-            return "no cache"
+            return never(t) or "no cache"
         if not self.use:
             return "forced (--no-cache)"
         if t.id in self.refresh:
@@ -152,7 +159,7 @@ class CachePlug:
         if old is None:
             return "not in the cache"
         if key_of(parts) == old["key"]:
-            if expired(old, t.cache.ttl if t.cache else None):
+            if stale(old, t.cache.ttl if t.cache else None):
                 return "expired"
             return "output file changed"
         return changed_part(parts, old["parts"]) or "not in the cache"

@@ -16,9 +16,14 @@ CACHE_KEYS = ("ttl", "version")
 class CachePolicy:
     ttl: float | None = None  # seconds an entry stays usable; None: no expiry
     version: str = ""  # bumped by hand to invalidate every entry of the task
+    # Why the task is never cached though `cache` is set (params.bind: its
+    # kwargs use ${run.id}, so its key would be new every run); "" if it is.
+    # Kept in the run's snapshot: a resume re-binds only secret templates.
+    never: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ttl": self.ttl, "version": self.version}
+        return {"ttl": self.ttl, "version": self.version,
+                **({"never": self.never} if self.never else {})}
 
 
 def parse_cache(merged: Mapping[str, Any], ctx: str) -> CachePolicy | None:
@@ -85,7 +90,7 @@ def task_keys(tdoc: Mapping[str, Any], ctx: str) -> dict[str, Any]:
 def from_dict(d: Mapping[str, Any] | None) -> CachePolicy | None:
     if d is None:
         return None
-    return CachePolicy(d.get("ttl"), d.get("version", ""))
+    return CachePolicy(d.get("ttl"), d.get("version", ""), d.get("never", ""))
 
 
 _DEFAULT = CachePolicy()

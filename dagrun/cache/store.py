@@ -167,6 +167,13 @@ def expired(entry: dict[str, Any], ttl: float | None, now: float | None = None) 
     return ttl is not None and now - entry["created"] > ttl
 
 
+def stale(entry: dict[str, Any], ttl: float | None, now: float | None = None) -> bool:
+    """Not usable: past the ttl it was stored with (what `gc` drops it by, as
+    gc reads no spec) or past the task's current `ttl` (a shorter one applies
+    at once). A longer ttl in the spec does not revive an entry gc may drop."""
+    return expired(entry, entry.get("ttl"), now) or expired(entry, ttl, now)
+
+
 def clear(store: CacheStore, pipeline: str | None, task: str | None) -> int:
     """Drop the entries of a pipeline (of one task), or of every pipeline."""
     if task is not None and pipeline is None:

@@ -84,8 +84,18 @@ def _follow(info: RunInfo, task: str, number: int, write: Callable[[bytes], None
 def _cached(state_dir: str, run_id: str, task: str) -> str:
     """Where the output of a cache hit (no attempt in this run) came from."""
     from dagrun import api
+    from dagrun.errors import DagrunError
+    from dagrun.store.runs import StateDir
 
     extra = api.status(run_id, state_dir=state_dir).tasks[task].extra or {}
     source = extra.get("cached_from")
-    return (f": its result came from the cache, made by run {source} (`dagrun logs "
-            f"{source} {task}`)" if source else "")
+    if not isinstance(source, str) or not source:
+        return ""
+    made = f": its result came from the cache, made by run {source}"
+    try:
+        gone = not (StateDir(state_dir).run_path(source) / "run.json").exists()
+    except (DagrunError, OSError):  # not a run id (a hand-edited journal), unreadable
+        return made
+    if gone:  # an entry outlives `gc` of its run (it holds the output), the logs do not
+        return f"{made}, since deleted (`dagrun gc`), with its logs"
+    return f"{made} (`dagrun logs {source} {task}`)"
