@@ -90,6 +90,9 @@ TASKS = textwrap.dedent("""
     def square(x):
         return x * x
 
+    def pid():
+        return os.getpid()
+
     def exists(path):
         return os.path.exists(path)
 
@@ -332,6 +335,25 @@ def test_a_map_and_a_sensor(cli, write, tmp_path, backend, request):
     tasks = r.json["tasks"]
     assert tasks["squares"]["output"] == [1, 4, 9, 16]
     assert tasks["wait"]["state"] == "completed" and tasks["wait"]["output"] is True
+
+
+def test_max_tasks_per_worker_recycles_the_process_running_tasks(cli, write, backend,
+                                                                 request):
+    """Each attempt in a fresh process with `max_tasks_per_worker = 1` (on dask:
+    the helper's children); the next run, without it, on the same workers gets
+    processes that are reused again (the setting is each run's own)."""
+    tasks = "".join(f'[tasks.t{i}]\ncall = "contract_tasks:pid"\n' for i in range(8))
+    spec = setup(write, "[pipeline]\nmax_tasks_per_worker = 1\n" + tasks)
+    args = ["--json", "--workers", "2", *executor_args(backend, request)]
+    r = cli("run", str(spec), *args)
+    assert r.code == 0, r.stderr
+    pids = [v["output"] for v in r.json["tasks"].values()]
+    assert len(pids) == 8 and len(set(pids)) == 8, pids
+    spec.write_text(tasks)
+    again = cli("run", str(spec), *args)
+    assert again.code == 0, again.stderr
+    pids = [v["output"] for v in again.json["tasks"].values()]
+    assert len(set(pids)) < 8, pids  # 8 tasks, 2 workers (processes) on either backend
 
 
 CHAIN = """

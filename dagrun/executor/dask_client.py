@@ -52,6 +52,7 @@ class DaskExecutor:
                  connect_timeout: float = 60.0, scratch_dir: str | None = None,
                  ship: str | None = None, base_dir: str | None = None,
                  log_dir: str | None = None,
+                 max_tasks_per_worker: int | None = None,
                  output: Callable[[str, str], None] | None = None,
                  notify: Callable[[str], None] | None = None) -> None:
         self.size = max(1, workers)
@@ -61,6 +62,9 @@ class DaskExecutor:
         self.ship = ship
         self.base_dir = base_dir
         self.log_dir = log_dir
+        # Sent with each attempt: the helper's children on every worker are
+        # replaced after this many attempts, as the local pool's workers are.
+        self.max_tasks_per_worker = max_tasks_per_worker
         self.output = output
         self.notify = notify or (lambda _text: None)
         self.cluster: Any = None
@@ -92,6 +96,7 @@ class DaskExecutor:
                    connect_timeout=60.0 if timeout is None else float(timeout),
                    scratch_dir=settings.get("scratch_dir"), ship=settings.get("ship"),
                    base_dir=settings.get("base_dir"), log_dir=settings.get("log_dir"),
+                   max_tasks_per_worker=settings.get("max_tasks_per_worker"),
                    output=settings.get("output"), notify=settings.get("notify"))
 
     # ------------------------------------------------------------ lifecycle
@@ -264,7 +269,7 @@ class DaskExecutor:
             run_attempt, key, attempt_to_dict(attempt), paths,
             os.path.basename(self.ship) if self.ship else None,
             self._session if self._once else None, self.output is not None,
-            key=key, pure=False, priority=attempt.priority)
+            self.max_tasks_per_worker, key=key, pure=False, priority=attempt.priority)
         self._inflight[key] = (attempt, future)
         future.add_done_callback(self._on_done)
 

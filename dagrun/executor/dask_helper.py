@@ -90,12 +90,14 @@ class Helper:
         self.res_fd = res_fd
         self.buf = bytearray()
         self.eof = False
-        self.queue: deque[tuple[int, Attempt, tuple[str, ...]]] = deque()
+        # (request id, attempt, the local backend it needs: import paths, max_tasks_per_worker)
+        self.queue: deque[tuple[int, Attempt, tuple[tuple[str, ...], int | None]]] = deque()
         # What the local backend runs, by its AttemptResult's identity: two runs
         # sharing a cluster may send the same task and attempt number; the second
         # waits, so that a result can never go to the other run.
         self.running: dict[tuple[Any, ...], tuple[int, Attempt]] = {}
         self.paths: tuple[str, ...] = ()
+        self.max_tasks: int | None = None  # the running local backend's max_tasks_per_worker
         self.added: set[str] = set()  # entries of sys.path put there for requests
         self.ex: Any = None  # the ProcessExecutor; started at the first attempt
         self.echo: set[tuple[Any, ...]] = set()  # attempts whose lines go to their client
@@ -129,7 +131,8 @@ class Helper:
             attempt = attempt_from_dict(msg["attempt"])
             if msg.get("echo"):
                 self.echo.add(_identity(attempt))
-            self.queue.append((msg["id"], attempt, tuple(msg.get("paths") or ())))
+            setup = (tuple(msg.get("paths") or ()), msg.get("max_tasks_per_worker") or None)
+            self.queue.append((msg["id"], attempt, setup))
         elif msg["op"] == "cancel":
             for i, (rid, attempt, _) in enumerate(self.queue):
                 if rid == msg["id"]:
@@ -153,22 +156,26 @@ class Helper:
 
     def _start_queued(self) -> None:
         while self.queue:
-            rid, attempt, paths = self.queue[0]
+            rid, attempt, setup = self.queue[0]
             if _identity(attempt) in self.running:
                 return  # its twin from another run first (see self.running)
-            if self.ex is None or paths != self.paths:
+            if self.ex is None or setup != (self.paths, self.max_tasks):
+                # Another pipeline's code or worker quota (a cluster serving several
+                # runs): fresh children once idle, so that an attempt never runs in
+                # a child set up for another run (its modules, its recycling).
                 if self.running:
-                    return  # new import paths: the children are forked anew once idle
-                self._restart(paths)
+                    return
+                self._restart(*setup)
             if self.ex.free_slots() <= 0:
                 return
             self.queue.popleft()
             self.running[_identity(attempt)] = (rid, attempt)
             self.ex.submit(attempt)
 
-    def _restart(self, paths: tuple[str, ...]) -> None:
-        """(Re)start the local backend with `paths` importable: its children are
-        forked from here, so they inherit this sys.path (e.g. the shipped zip)."""
+    def _restart(self, paths: tuple[str, ...], max_tasks: int | None) -> None:
+        """(Re)start the local backend with `paths` importable (its children are
+        forked from here, so they inherit this sys.path, e.g. the shipped zip),
+        each child replaced after `max_tasks` attempts (None: never)."""
         from dagrun.executor.process import ProcessExecutor
 
         if self.ex is not None:
@@ -181,8 +188,9 @@ class Helper:
             if p not in sys.path:
                 sys.path.insert(0, p)
                 self.added.add(p)
-        self.paths = paths
-        self.ex = ProcessExecutor(self.slots, log_dir=self.log_dir, output=self._line)
+        self.paths, self.max_tasks = paths, max_tasks
+        self.ex = ProcessExecutor(self.slots, log_dir=self.log_dir, output=self._line,
+                                  max_tasks_per_worker=max_tasks)
         self.ex.start()
         self.ex.add_reader(self.req_fd, self.on_readable)
 

@@ -129,7 +129,7 @@ class HelperLink:
         wire.write_all(proc.stdin.fileno(), wire.encode(obj, obj["id"]))
 
     def run(self, attempt: dict[str, Any], paths: list[str], key: str,
-            echo: bool = False) -> dict[str, Any]:
+            echo: bool = False, max_tasks: int | None = None) -> dict[str, Any]:
         with self.lock:
             if self.closed:
                 return crashed(f"dask worker {self.worker.address} is closing", time.time())
@@ -140,7 +140,7 @@ class HelperLink:
             self.waiting[rid] = waiter
             try:
                 self._send(proc, {"op": "run", "id": rid, "attempt": attempt, "paths": paths,
-                                  "echo": echo})
+                                  "echo": echo, "max_tasks_per_worker": max_tasks})
             except OSError:
                 pass  # the helper died: its reader reports the attempt crashed
         while not waiter.done.wait(CHECK):
@@ -193,12 +193,13 @@ class DagrunPlugin(WorkerPlugin):
 
 
 def run_attempt(key: str, attempt: dict[str, Any], paths: list[str], ship: str | None,
-                once: str | None, echo: bool = False) -> bytes:
+                once: str | None, echo: bool = False, max_tasks: int | None = None) -> bytes:
     """One attempt, as a Dask task: its result as orjson bytes (dask_helper's
     result dict). `once` (the client's session): this cluster retries a task
     whose worker died (an external scheduler), so a second execution of this
     key is reported as the crash it follows rather than run again. `echo`: the
-    lines the attempt prints go to the client while it runs (LINES_TOPIC)."""
+    lines the attempt prints go to the client while it runs (LINES_TOPIC).
+    `max_tasks`: the run's max_tasks_per_worker, for the helper's children."""
     worker = get_worker()
     if once and _ran_before(worker, once, key):
         return orjson.dumps(crashed(
@@ -210,7 +211,7 @@ def run_attempt(key: str, attempt: dict[str, Any], paths: list[str], ship: str |
                                     time.time()))
     if ship:
         paths = [os.path.join(worker.local_directory, ship), *paths]
-    result = plugin.link.run(attempt, paths, key, echo)
+    result = plugin.link.run(attempt, paths, key, echo, max_tasks)
     _name_worker(result, attempt, worker.address)
     return orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS)
 
