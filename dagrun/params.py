@@ -44,6 +44,17 @@ def references(value: Any) -> Iterable[str]:
             yield from references(v)
 
 
+def _templated(value: Any) -> bool:
+    """Whether substitute() changes anything: a `${...}` or an escaped `$${`."""
+    if isinstance(value, str):
+        return "${" in value
+    if isinstance(value, Mapping):
+        return any(_templated(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_templated(v) for v in value)
+    return False
+
+
 def check_reference(ref: str, declared: Iterable[str], ctx: str, *,
                     builtins_only: bool = False) -> str | None:
     """The param name a reference reads (None for a built-in); SpecError if unknown."""
@@ -202,7 +213,7 @@ def bind(spec: Any, values: Mapping[str, Any], *, run_id: str, run_date: str,
     for tid, t in spec.tasks.items():
         if t.template is not None:
             template = t.template
-        elif fresh and t.kwargs and any(True for _ in references(dict(t.kwargs))):
+        elif fresh and t.kwargs and _templated(t.kwargs):
             template = t.kwargs
         else:
             tasks[tid] = t

@@ -228,3 +228,17 @@ def test_spec_inputs_list_fans_in(write: Any, cli: Any) -> None:
     r = cli("run", str(spec), "--json")
     assert r.code == 0, r.stderr
     assert r.json["tasks"]["all"]["output"] == {"results": [11, 10], "total": 21}
+
+
+def test_an_escape_alone_is_unescaped_too(write: Any, cli: Any) -> None:
+    # `$${` is a literal `${` also in a task whose kwargs hold no reference at all
+    # (it used to reach the task as `$${...}`), and at any depth.
+    spec = write("esc.toml", """\
+[tasks.a]
+call = "params_tasks:show"
+kwargs = { price = "cost: $${price}", deep = [{ x = "$${x}" }], plain = "no dollars" }
+""")
+    r = cli("run", str(spec), "--json")
+    assert r.code == 0, r.stderr
+    assert r.json["tasks"]["a"]["output"] == {"price": "cost: ${price}", "deep": [{"x": "${x}"}],
+                                              "plain": "no dollars"}
