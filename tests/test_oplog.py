@@ -156,3 +156,29 @@ def test_live_counts_a_retry_as_retrying_not_failed(write, tmp_path):
     assert failed_counts == {"0"}
     assert "1 completed" in plain
     assert os.path.exists(counter)
+
+
+def test_a_sensor_waiting_is_not_a_warning(cli, write, tmp_path):
+    # Each "not yet" of a sensor is a debug line; a retry after an error stays a warning.
+    flag = tmp_path / "flag"
+    spec = write("s.toml", f"""
+[pipeline]
+workers = 1
+[tasks.sense]
+call = "dagrun.sensors:file_exists"
+kwargs = {{ path = "{flag}" }}
+sensor = {{ interval = "0.05s", timeout = "60s" }}
+priority = 10
+[tasks.touch]
+call = "sidefx:step"
+kwargs = {{ log = "{flag}", name = "touch" }}
+""")
+    r = cli("run", str(spec), "--log-format", "json", "--json")
+    assert r.code == 0, r.stderr
+    assert r.json["tasks"]["sense"]["polls"] >= 2  # the first said "not yet"
+    lines = [json.loads(x) for x in r.stderr.splitlines()]
+    assert not [x for x in lines if x["level"] == "warning"]
+    flag.unlink()
+    r = cli("run", str(spec), "--log-format", "json", "--log-level", "debug")
+    events = {(json.loads(x)["level"], json.loads(x)["event"]) for x in r.stderr.splitlines()}
+    assert ("debug", "task_retrying") in events

@@ -72,6 +72,8 @@ class RunLog:
     def on_event(self, event: Event) -> None:
         if isinstance(event, TaskChanged):
             level = _TASK_LEVEL.get(event.new, 20)
+            if level == 30 and event.error is None:
+                level = 10  # a sensor's "not yet", a loop's next turn: routine, not a warning
             if level < self.level:
                 return  # the common case: a completion at the default level
             self.task_line(level, event)
