@@ -125,6 +125,31 @@ def test_sensor_timeout_exits_1_with_sensortimeout(cli, write, tmp_path):
     t = r.json["tasks"]["never"]
     assert t["state"] == "dead_lettered" and t["attempts"] == 2
     assert t["error"].startswith("SensorTimeout: ")
+    # Its attempt is the whole window (was: the last poll only, a duration of 0).
+    assert t["duration_s"] >= 0.4
+
+
+def test_a_ready_sensor_s_attempt_spans_its_polls(cli, write, tmp_path):
+    flag = tmp_path / "flag"
+    spec = write("p.toml", f"""
+        [pipeline]
+        workers = 1
+        [tasks.sense]
+        call = "dagrun.sensors:file_exists"
+        kwargs = {{ path = "{flag}" }}
+        sensor = {{ interval = "0.1s", timeout = "60s" }}
+        priority = 10
+        [tasks.late]
+        call = "sidefx:step"
+        kwargs = {{ log = "{flag}", name = "late", sleep = 0.5 }}
+    """)
+    r = cli("run", str(spec), "--json")
+    assert r.code == 0, r.stderr
+    t = r.json["tasks"]["sense"]
+    assert t["polls"] >= 2 and t["duration_s"] >= 0.4
+    status = cli("status", r.json["run_id"], "--json")
+    assert status.code == 0, status.stderr
+    assert status.json["tasks"]["sense"]["duration_s"] == t["duration_s"]
 
 
 def loop_spec(write, log, **repeat):

@@ -83,14 +83,16 @@ def on_result(sched: Scheduler, t: TaskSpec, st: TaskStatus,
     wall = sched.wall()
     st.polls += 1
     st.last_poll_at = r.ended or wall
+    started = st.sensor_started if st.sensor_started is not None else wall
+    # The attempt the history keeps is the whole window, first poll to last.
+    window = min(started, r.started) if r.started else started
     if r.error is not None or r.output:
         st.sensor_started = None  # a retry opens a new window
-        return r
-    started = st.sensor_started if st.sensor_started is not None else wall
+        return replace(r, started=window)
     left = started + t.sensor.timeout - wall
     if left <= 0:
         st.sensor_started = None
-        return replace(r, error=TaskError(
+        return replace(r, started=window, error=TaskError(
             "SensorTimeout", f"not ready after {st.polls} polls in {t.sensor.timeout:g}s",
             types=("SensorTimeout",)))
     delay = min(t.sensor.interval, left)  # the last poll falls on the deadline
