@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 
 from dagrun.errors import ExecutorLost
+from dagrun.executor import procs
 from dagrun.executor.base import clamp_wait
 from dagrun.executor.dask_helper import attempt_to_dict
 from dagrun.model import Attempt, AttemptResult, TaskError
@@ -288,11 +289,11 @@ class DaskExecutor:
             timeout = LOST_CHECK if timeout is None else min(timeout, LOST_CHECK)
         if not self._done:
             for key, _ in self._sel.select(clamp_wait(timeout)):
-                if not _drain(key.fd) and key.fd in self._wakeup_fds:
+                if not procs.drain(key.fd) and key.fd in self._wakeup_fds:
                     self._sel.unregister(key.fd)  # closed by its owner
                     self._wakeup_fds.remove(key.fd)
         else:
-            _drain(self._wake_r)
+            procs.drain(self._wake_r)
         out = self._collect()
         self._echo()
         self._check_cluster(out)
@@ -464,14 +465,3 @@ def _scheduler_retries(client: Any) -> bool:
 
 def _why(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
-
-def _drain(fd: int) -> bool:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except (BlockingIOError, InterruptedError):
-        pass
-    except OSError:
-        return False
-    return True
