@@ -68,12 +68,6 @@ def never(t: TaskSpec) -> str:
     return t.cache.never if t.cache is not None else ""
 
 
-def is_hit(event: Any) -> bool:
-    """A TaskChanged of a cache hit: the one pending -> completed move."""
-    return (isinstance(event, TaskChanged) and event.new == TaskState.COMPLETED
-            and event.old == TaskState.PENDING)
-
-
 class CachePlug:
     name = "cache"
     task_states = frozenset({TaskState.COMPLETED})  # it stores completions only
