@@ -3,6 +3,7 @@ what they started) are stopped, recorded `cancelled`, exit 130, resumable."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -237,3 +238,36 @@ def test_a_stop_signal_wrapped_by_python_is_still_a_stop():
     else:
         raise AssertionError("__set_name__ did not raise")
     assert not _stopped_by_signal(RuntimeError("a real bug"))
+
+
+SIGNAL_ON_IMPORT = '''
+import os, signal, sys
+
+class SignalOnImport:
+    """SIGTERM to this process when {module!r} is first imported while a
+    Python-level SIGTERM handler is installed (dagrun's start-up handler)."""
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r} and callable(signal.getsignal(signal.SIGTERM)):
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return None
+
+sys.meta_path.insert(0, SignalOnImport())
+'''
+
+
+def test_sigterm_while_orjson_initialises_is_a_stop_not_a_crash(tmp_path, write, cli):
+    """orjson's extension module does not check the imports its init makes
+    (`json` among them): dagrun's start-up handler raising there crashed dagrun
+    with SIGSEGV (seen in CI). The signal arrives exactly there: exit 0 or 130."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SIGNAL_ON_IMPORT.format(module="json"))
+    spec = write("one.toml", """
+        [tasks.a]
+        call = "basic:const"
+        kwargs = { value = 1 }
+    """)
+    path = f"{hook}{os.pathsep}{os.environ['PYTHONPATH']}"
+    r = cli("run", str(spec), "--json", env={"PYTHONPATH": path})
+    assert r.code in (0, 130), (r.code, r.stderr)

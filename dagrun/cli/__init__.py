@@ -27,6 +27,7 @@ from __future__ import annotations
 import sys
 
 import click
+import orjson  # noqa: F401 - before the stop-signal handlers: see main()
 
 from dagrun.cli import breaker, cache, dlq, gc, history, logs, patterns, report, run
 from dagrun.cli.output import fill_closed_std_fds, flush_std_streams, say
@@ -101,6 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     # A stop signal before the run's own handlers are in place (while validating,
     # waiting for a lock or creating the run) ends with 130 and one line naming
     # the run if it exists; once the result is decided it changes nothing.
+    # orjson is imported (at the top) before they are installed: its extension
+    # module does not check the imports its init makes, so the handler raising
+    # in one of them crashed dagrun with SIGSEGV.
     install_handlers()
     try:
         code = cli.main(args=args, prog_name="dagrun", standalone_mode=False)
