@@ -84,6 +84,7 @@ def test_a_header_is_judged_before_its_body_arrives(buf, expected, says):
 @pytest.mark.parametrize(("body", "says"), [
     (b"nope", "not JSON"),
     (b"[1]", "JSON list"),
+    (b"[1.0, 2.0, 5, 3, null]", "not a byte range"),
     (b'{"started": "x", "ended": 1}', "'started' is not a number"),
     (b'{"started": 1, "ended": 2, "error": "boom"}', "'error' is not an error"),
 ])

@@ -366,16 +366,21 @@ class ProcessExecutor:
             worker.kill_reason = "protocol"  # a cancel stays a cancel
         procs.kill_hard(worker)
 
-    def _finish(self, worker: procs.Worker, msg: dict) -> AttemptResult:
+    def _finish(self, worker: procs.Worker, msg: dict | list) -> AttemptResult:
         _, attempt = worker.inflight.popleft()
-        r = results.from_message(worker, attempt, msg)
+        if isinstance(msg, list):
+            r = results.from_plain(worker, attempt, msg)
+            retire = False
+        else:
+            r = results.from_message(worker, attempt, msg)
+            retire = bool(msg.get("retire"))
         if self._echo is not None and r.log is not None:
             self._echo.finished(worker, attempt.task_id, r.log["end"])
         worker.done += 1
         worker.last_duration = r.ended - r.started
         worker.head_started = time.monotonic()
         worker.head_wall = time.time()
-        if "retire" in msg and msg["retire"]:
+        if retire:
             worker.retiring = True  # it exits after this result (e.g. memory_limit breached)
         if (self.max_tasks_per_worker and worker.done >= self.max_tasks_per_worker
                 and not worker.retiring):

@@ -26,6 +26,18 @@ def from_message(worker: procs.Worker, attempt: Attempt, msg: dict) -> AttemptRe
     )
 
 
+def from_plain(worker: procs.Worker, attempt: Attempt, msg: list) -> AttemptResult:
+    """A plain success, [started, ended, log start, log end, output]
+    (wire.result_message), the frame most results come in."""
+    started, ended, start, end, output = msg
+    return AttemptResult(
+        attempt.task_id, attempt.number, output, None, started, ended, False, None, False,
+        False, attempt.map_index,
+        None if start is None else {"file": f"worker-{worker.pid}.log", "start": start,
+                                    "end": end},
+    )
+
+
 def from_death(worker: procs.Worker, status: int, now: float) -> list[AttemptResult]:
     """What the reaped worker held when it exited (emptying its inflight queue)."""
     results: list[AttemptResult] = []

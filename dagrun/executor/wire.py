@@ -86,14 +86,25 @@ def read_exact(fd: int, size: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def result_message(body: bytes) -> dict:
-    """A worker's result as a dict whose fields have the types the parent reads.
-    (Exact type checks first: orjson makes exactly these types, and this runs
-    for every result; the slower general checks decide the rest.)"""
+def result_message(body: bytes) -> dict | list:
+    """A worker's result, its fields of the types the parent reads: a dict, or
+    for a plain success (no error, state, condition or loop stop: most results)
+    the list [started, ended, log start, log end, output] (log null without a
+    log), which is cheaper to send and to check. (Exact type checks first:
+    orjson makes exactly these types, and this runs for every result; the
+    slower general checks decide the rest.)"""
     try:
         msg = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise FrameError("a frame whose body is not JSON") from None
+    if type(msg) is list:
+        if len(msg) != 5 or type(msg[0]) is not float or type(msg[1]) is not float:
+            raise FrameError("a frame whose body is a JSON list that is not a result")
+        start, end = msg[2], msg[3]
+        if start is None and end is None or (type(start) is int and type(end) is int
+                                             and 0 <= start <= end):
+            return msg
+        raise FrameError("a result whose log is not a byte range")
     if type(msg) is not dict:
         raise FrameError(f"a frame whose body is a JSON {type(msg).__name__}, not an object")
     get = msg.get

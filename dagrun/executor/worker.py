@@ -123,12 +123,20 @@ def _log_start(msg: dict[str, Any]) -> int | None:
     return start
 
 
-def _log_end(head: dict[str, Any], start: int | None) -> None:
+def _log_range(start: int | None) -> tuple[int, int] | tuple[None, None]:
+    """(start, end) of the attempt's output in the log; (None, None): none."""
     if start is not None:
         try:
-            head["log"] = [start, os.lseek(1, 0, os.SEEK_END)]
+            return start, os.lseek(1, 0, os.SEEK_END)
         except OSError:  # the task closed or replaced fd 1: no range, the index remains
             pass
+    return None, None
+
+
+def _log_end(head: dict[str, Any], start: int | None) -> None:
+    first, last = _log_range(start)
+    if first is not None:
+        head["log"] = [first, last]
 
 
 def sentinel_main(lifeline_fd: int, pgid: int) -> NoReturn:
@@ -269,7 +277,12 @@ def _run_one(msg: dict[str, Any], functions: dict[str, Any],
         if saved is not None:
             _restore_memory(saved)
     _flush_std()
-    head["ended"] = time.time()
+    ended = time.time()
+    if len(head) == 2:  # id and started only: a plain success, sent positional
+        # [started, ended, log start, log end, output] (wire.result_message).
+        return (orjson.dumps((started, ended, *_log_range(log_start)))[:-1] + b","
+                + payload + b"]"), False
+    head["ended"] = ended
     _log_end(head, log_start)
     return orjson.dumps(head)[:-1] + b',"output":' + payload + b"}", False
 
