@@ -122,6 +122,7 @@ class Scheduler(Readiness):
         self.running = 0
         self._seq = itertools.count()
         self._records: list[dict[str, Any]] = []
+        self._sync_due = False  # queued records a durable journal must sync (results')
         self._events: list[TaskChanged] = []
         self.waits = waits
         self.states = states
@@ -192,6 +193,8 @@ class Scheduler(Readiness):
 
     def _commit(self, *, sync: bool = True) -> None:
         """Append the queued records in one write, *then* tell the listeners."""
+        if sync:
+            self._sync_due = False
         if self._records:
             records, self._records = self._records, []
             self.journal.append(records, sync=sync)
@@ -243,6 +246,7 @@ class Scheduler(Readiness):
                 self._handle(results)
             self.journal.tick()
             self.bus.tick(now)
+        self._commit()
         result = self.result()
         self.journal.append([{"v": RUN_FORMAT, "kind": "run", "status": result.status,
                               "reason": self.cancel.reason, "at": self.wall()}])
@@ -314,10 +318,11 @@ class Scheduler(Readiness):
                 memory_limit=t.memory_limit, state=state_in, when=t.when, loop=loop,
                 priority=t.priority))
             free -= 1
-        # Written before the tasks start (the timers' `pending` records with
-        # them); in durable mode not synced on its own (see store/journal.py:
-        # a lost `running` record changes nothing).
-        self._commit(sync=False)
+        # Written before the tasks start (the timers' `pending` records and the
+        # last results' records with them); in durable mode `running` records
+        # are not synced on their own (see store/journal.py: a lost `running`
+        # record changes nothing), the results' records are.
+        self._commit(sync=self._sync_due)
         for attempt in batch:
             self.executor.submit(attempt)
             self.running += 1
@@ -389,9 +394,13 @@ class Scheduler(Readiness):
             self._release(tid)
         saved = carried_state.take_carried(self)
         # Durable before anything acts on it: the ready heap is dispatched only
-        # after this, and the skips it decided are in the same append.
-        self._commit()
+        # after these records are appended (with the dispatch's own, in one write:
+        # _dispatch commits before it submits), and the skips it decided are in
+        # the same append. A state across runs is saved only once its completed
+        # record is on disk.
+        self._sync_due = True
         if saved:
+            self._commit()
             carried_state.save_states(self, saved)
         for tid in requeue:
             self._push_ready(tid)

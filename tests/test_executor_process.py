@@ -63,6 +63,7 @@ def test_queued_attempt_behind_a_timeout_comes_back_cancelled(pool):
 def test_cancel_stops_running_attempts_as_cancelled(pool, tmp_path):
     ready = tmp_path / "ready"
     pool.submit(attempt(1, "misbehave:ignore_sigterm", marker=str(ready)))
+    assert pool.poll(0) == []  # a request is written at the next poll
     # The task writes the marker after ignoring SIGTERM: from then on only the
     # SIGKILL after the grace can stop it. Generous: a loaded box forks slowly.
     end = time.monotonic() + 30

@@ -44,7 +44,11 @@ class Executor(Protocol):
         """How many more attempts submit() accepts right now."""
         ...
 
-    def submit(self, attempt: Attempt) -> None: ...
+    def submit(self, attempt: Attempt) -> None:
+        """Take an attempt to run (only while free_slots() > 0). A backend may
+        hold it until the next poll(), which the scheduler calls after a
+        dispatch's last submit(): one write for the batch."""
+        ...
 
     def poll(self, timeout: float | None) -> list[AttemptResult]:
         """Wait up to `timeout` seconds (None: until something happens) for results.

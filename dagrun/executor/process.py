@@ -88,6 +88,9 @@ class ProcessExecutor:
         self._next_id = 0
         self._closing = False
         self._wakeup_fds: list[int] = []
+        # Workers given requests since the last poll(), written there: one
+        # write per worker for a dispatch's batch, not one per attempt.
+        self._unflushed: list[procs.Worker] = []
         self._emitted: list[tuple[str, str]] = []  # (task, event) sent by running tasks
 
     @classmethod
@@ -224,8 +227,9 @@ class ProcessExecutor:
             worker.head_started = time.monotonic()
             worker.head_wall = time.time()
         worker.inflight.append((msg_id, attempt))
+        if not worker.out:  # else it is already listed, or waiting for the pipe to drain
+            self._unflushed.append(worker)
         worker.out += payload
-        self._flush(worker)
 
     def _flush(self, worker: procs.Worker) -> None:
         """Write what the pipe takes now; the selector resumes when it has room."""
@@ -272,6 +276,10 @@ class ProcessExecutor:
         return self._wait(timeout)
 
     def _wait(self, timeout: float | None) -> list[AttemptResult]:
+        if self._unflushed:
+            for given in self._unflushed:
+                self._flush(given)
+            self._unflushed.clear()
         now = time.monotonic()
         if self._missing and not self._closing:
             if now >= self._respawn_at:
