@@ -340,6 +340,8 @@ class ProcessExecutor:
                 eof = True
                 break
             worker.buf += chunk
+            if len(chunk) < 1 << 16:
+                break  # drained (a read more would be EAGAIN); the selector says if not
         while worker.buf and worker.kill_reason != "protocol":
             try:
                 body = wire.take_frame(worker.buf,
