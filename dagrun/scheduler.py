@@ -312,11 +312,12 @@ class Scheduler(Readiness):
             state_in = None
             if self.states is not None and carried_state.supplied(t):
                 state_in = self.states.load(self.spec.name, tid)
-            batch.append(Attempt(
-                run_id=self.run_id, task_id=tid, number=number, call=t.call,
-                kwargs=kwargs, timeout=t.timeout, timeout_grace=t.timeout_grace,
-                memory_limit=t.memory_limit, state=state_in, when=t.when, loop=loop,
-                priority=t.priority))
+            # Positional, in Attempt's field order (keywords cost ~0.8 µs more per task):
+            # run_id, task_id, number, call, kwargs, timeout, timeout_grace,
+            # memory_limit, state, when, loop, map_index, priority.
+            batch.append(Attempt(self.run_id, tid, number, t.call, kwargs, t.timeout,
+                                 t.timeout_grace, t.memory_limit, state_in, t.when, loop,
+                                 None, t.priority))
             free -= 1
         # Written before the tasks start (the timers' `pending` records and the
         # last results' records with them); in durable mode `running` records
