@@ -76,6 +76,7 @@ if TYPE_CHECKING:
 LISTENER_TICK = 0.25
 # A state's value by a dict lookup: Enum's `.value` is a descriptor call, per record.
 _VALUE = {s: s.value for s in TaskState}
+_KEEP: Any = object()  # _transition: a field the change leaves as it is
 
 
 class Scheduler(Readiness):
@@ -137,21 +138,32 @@ class Scheduler(Readiness):
     # ------------------------------------------------------------ transitions
 
     def _transition(self, tid: str, new: TaskState, *, attempt: dict[str, Any] | None = None,
-                    number: int | None = None, **fields: Any) -> None:
+                    number: int | None = None, attempts: int | None = None,
+                    ordinal: int | None = None, output: Any = _KEEP, error: Any = _KEEP,
+                    **fields: Any) -> None:
         """The one place a task's state changes: check the move, apply it and its
         fields to the task's status, queue its journal record and its event
-        (both reach the journal and the listeners at the next _commit)."""
+        (both reach the journal and the listeners at the next _commit).
+        (The fields every task's transitions set are named parameters, the
+        rest `fields`: a loop of setattr costs more, twice per task.)"""
         st = self.status[tid]
         old = apply_transition(tid, st, new)
+        if attempts is not None:
+            st.attempts = attempts
+        if ordinal is not None:
+            st.ordinal = ordinal
+        if output is not _KEEP:
+            st.output = output
+        if error is not _KEEP:
+            st.error = error
         if fields:
             for name, value in fields.items():
                 setattr(st, name, value)
         # The task's journal record: a snapshot of its status (every transition).
-        output = "output" in fields
         rec: dict[str, Any] = {"v": RUN_FORMAT, "task": tid, "state": _VALUE[new],
                                "attempts": st.attempts, "at": self.wall()}
-        if output:
-            rec["output"] = st.output
+        if output is not _KEEP:
+            rec["output"] = output
         if st.error is not None and new is not TaskState.COMPLETED:
             rec["error"] = st.error.to_dict()
         if st.reason and (new is TaskState.SKIPPED or new is TaskState.CANCELLED):
@@ -165,7 +177,7 @@ class Scheduler(Readiness):
         if st.retry_at is not None and (new is TaskState.RETRYING
                                         or new is TaskState.CANCELLED):
             rec["retry_at"] = st.retry_at
-        if output and tid in self._carried:
+        if output is not _KEEP and tid in self._carried:
             rec["saved_state"] = self._carried[tid]  # state across runs (kinds/state.py)
         # The kinds' own fields (their tests, inlined: this runs for every record).
         if st.polls or st.sensor_started is not None:

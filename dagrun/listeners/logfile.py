@@ -51,10 +51,6 @@ class LogConfig:
 config = LogConfig()
 
 
-def configure(level: str, fmt: str) -> None:
-    config.level, config.format = level, fmt
-
-
 class RunLog:
     name = "run log"
 
