@@ -60,6 +60,26 @@ def test_queued_attempt_behind_a_timeout_comes_back_cancelled(pool):
     assert again.output == 3
 
 
+def test_a_timeout_counts_from_when_a_queued_attempt_starts(pool):
+    """An attempt queued behind a short one gets its deadline when it becomes
+    the worker's head, and is killed at it."""
+    from dagrun.executor.process import SHORT_TASK
+
+    for _ in range(50):  # a loaded machine can make one call slow: try again
+        pool.submit(attempt(0, "basic:const"))
+        collect(pool, 1)
+        if all(w.last_duration < SHORT_TASK for w in pool._workers.values()):
+            break
+    pool.submit(attempt(1, "basic:const", value=1))
+    assert pool.free_slots() == 1  # prefetch: one more may queue behind it
+    pool.submit(attempt(2, "misbehave:hang_sleep", timeout=0.3, grace=0))
+    started = time.monotonic()
+    results = {r.task_id: r for r in collect(pool, 2)}
+    assert results["t1"].output == 1
+    assert results["t2"].error.type == "TaskTimeout"
+    assert time.monotonic() - started < 10  # generous: 0.3 s + a fork on a loaded box
+
+
 def test_cancel_stops_running_attempts_as_cancelled(pool, tmp_path):
     ready = tmp_path / "ready"
     pool.submit(attempt(1, "misbehave:ignore_sigterm", marker=str(ready)))

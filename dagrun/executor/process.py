@@ -227,6 +227,9 @@ class ProcessExecutor:
             worker.head_started = time.monotonic()
             worker.head_wall = time.time()
         worker.inflight.append((msg_id, attempt))
+        if len(worker.inflight) == 1 and (attempt.timeout is not None
+                                          or worker.due is not None):
+            procs.refresh_due(worker)  # its head (and deadline) is this attempt
         if not worker.out:  # else it is already listed, or waiting for the pipe to drain
             self._unflushed.append(worker)
         worker.out += payload
@@ -374,6 +377,7 @@ class ProcessExecutor:
         worker.protocol_detail = detail
         if worker.kill_reason is None or worker.kill_reason == "timeout":
             worker.kill_reason = "protocol"  # a cancel stays a cancel
+            procs.refresh_due(worker)
         procs.kill_hard(worker)
 
     def _finish(self, worker: procs.Worker, msg: dict | list) -> AttemptResult:
@@ -390,6 +394,9 @@ class ProcessExecutor:
         worker.last_duration = r.ended - r.started
         worker.head_started = time.monotonic()
         worker.head_wall = time.time()
+        if worker.due is not None or (worker.inflight
+                                      and worker.inflight[0][1].timeout is not None):
+            procs.refresh_due(worker)  # the next attempt's deadline, or none
         if retire:
             worker.retiring = True  # it exits after this result (e.g. memory_limit breached)
         if (self.max_tasks_per_worker and worker.done >= self.max_tasks_per_worker
@@ -435,6 +442,7 @@ class ProcessExecutor:
                     procs.begin_kill(w, "cancel", grace, now)
                 else:
                     w.kill_reason = "cancel"
+                    procs.refresh_due(w)
         while any(w.kill_reason for w in self._workers.values()):
             results += self._wait(0.05)
         return results

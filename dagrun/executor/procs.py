@@ -49,6 +49,9 @@ class Worker:
     log_fd: int = -1  # the parent's read fd on the worker's log file (the echo)
     log_pos: int = -1  # how far the echo has read it; -1: not opened yet
     log_line: bytearray = field(default_factory=bytearray)  # a line not yet complete
+    # The earlier of `deadline` and `kill_at`, kept by refresh_due() wherever
+    # either changes: the loop reads it for every worker on every turn.
+    due: float | None = None
 
     @property
     def deadline(self) -> float | None:
@@ -170,18 +173,28 @@ def _secs(value: float | None) -> str:
     return f"{value:g}s"
 
 
+def refresh_due(w: Worker) -> None:
+    """After a change of the head attempt, its start, kill_reason or kill_at."""
+    deadline, kill_at = w.deadline, w.kill_at
+    w.due = kill_at if deadline is None else (
+        deadline if kill_at is None or deadline < kill_at else kill_at)
+
+
 def nearest_deadline(workers: Iterable[Worker]) -> float | None:
     nearest = None
     for w in workers:
-        for t in (w.deadline, w.kill_at):
-            if t is not None and (nearest is None or t < nearest):
-                nearest = t
+        t = w.due
+        if t is not None and (nearest is None or t < nearest):
+            nearest = t
     return nearest
 
 
 def enforce_deadlines(workers: Iterable[Worker], now: float) -> None:
     """SIGTERM the timed-out, SIGKILL those whose grace is over."""
     for w in workers:
+        due = w.due
+        if due is None or now < due:
+            continue
         deadline = w.deadline
         if deadline is not None and now >= deadline:
             begin_kill(w, "timeout", w.inflight[0][1].timeout_grace, now)
@@ -197,6 +210,7 @@ def begin_kill(w: Worker, reason: str, grace: float, now: float) -> None:
     else:
         killpg(w.pid, signal.SIGTERM)
         w.kill_at = now + grace
+    refresh_due(w)
 
 
 def kill_hard(w: Worker) -> None:
