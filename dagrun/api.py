@@ -73,8 +73,6 @@ def run(
     completed. Tasks outside are not part of the run.
     """
     from dagrun.errors import PipelineBusy, RunLocked
-    from dagrun.selection import Selection
-    from dagrun.selection import check as check_selection
     from dagrun.store.runs import PipelineLock, StateDir, check_run_id, new_run_id
 
     pipeline = validate(spec)
@@ -86,9 +84,14 @@ def run(
     mode = resolve_durability(durability, pipeline)
     rid = check_run_id(run_id) if run_id is not None else new_run_id()
     pipeline, param_settings = _bind_params(pipeline, params, rid)
-    selection = Selection(*(tuple(dict.fromkeys([ids] if isinstance(ids, str) else ids))
-                            for ids in (only, from_, until)))  # only="report": one task
-    check_selection(pipeline, selection)  # a typo fails before any lock is waited for
+    selection = None
+    if only or from_ or until:  # a whole run does not import selection.py
+        from dagrun.selection import Selection
+        from dagrun.selection import check as check_selection
+
+        selection = Selection(*(tuple(dict.fromkeys([ids] if isinstance(ids, str) else ids))
+                                for ids in (only, from_, until)))  # only="report": one task
+        check_selection(pipeline, selection)  # a typo fails before any lock is waited for
     settings = {"workers": workers or pipeline.workers or os.cpu_count() or 1,
                 "durability": mode,
                 "deadline": deadline if deadline is not None else pipeline.deadline,

@@ -351,13 +351,11 @@ def _expire_cache(state: Any, dry_run: bool, now: float) -> list[str]:
 def _delete(state: Any, run_id: str) -> None:
     """Out of the way in one rename (nothing can open it by id after that),
     then removed; the dead letters go after it."""
-    import secrets
-
     from dagrun.errors import StateIOError
     from dagrun.store.fs import describe_os_error, fsync_dir
 
     path = state.run_path(run_id)
-    tmp = state.runs / f"{_GC_TMP}{run_id}-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = state.runs / f"{_GC_TMP}{run_id}-{os.getpid()}-{os.urandom(4).hex()}"
     try:
         os.rename(path, tmp)
         fsync_dir(state.runs)

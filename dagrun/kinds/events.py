@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -252,7 +251,7 @@ def drop(run_path: Path, name: str, source: str) -> Path:
 
     inbox = run_path / INBOX
     make_private_dir(inbox)
-    path = inbox / f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}.event"
+    path = inbox / f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}.event"
     write_atomic(path, frame({"name": name, "source": source, "at": time.time()}))
     return path
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-import traceback
 from collections import Counter
 from operator import attrgetter
 from pathlib import Path
@@ -163,6 +162,8 @@ def write_traceback(run_path: Path, run_id: str, exc: BaseException) -> Path:
     """An internal error's traceback, appended to RUN/dagrun.log (OSError if it cannot)."""
     log = LogFile(run_path)
     try:
+        import traceback  # only for dagrun's own bugs: not imported by every run
+
         text = "".join(traceback.format_exception(exc)).rstrip()
         log(format_line(40, run_id, "internal_error", None,
                         f"{type(exc).__name__}: {exc}\n{text}", config.format == "json"))

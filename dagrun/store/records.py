@@ -14,7 +14,7 @@ well. So every journal record is also bound to its run and chained per task
 from __future__ import annotations
 
 import hashlib
-import secrets
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,7 +55,7 @@ def unframe(line: bytes) -> Any:
 
 
 def new_nonce() -> str:
-    return secrets.token_hex(8)
+    return os.urandom(8).hex()  # secrets.token_hex(8), without importing secrets (~1 ms)
 
 
 @dataclass

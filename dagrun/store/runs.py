@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import secrets
 import shutil
 import time
 from dataclasses import dataclass
@@ -56,7 +55,7 @@ def new_run_id() -> str:
     """Time-sortable: UTC timestamp to the millisecond, then random hex."""
     now = time.time()
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
-    return f"{stamp}{int(now * 1000) % 1000:03d}-{secrets.token_hex(3)}"
+    return f"{stamp}{int(now * 1000) % 1000:03d}-{os.urandom(3).hex()}"
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,7 @@ class StateDir:
             raise exists
         meta = {"v": RUN_FORMAT, "run_id": run_id, "nonce": new_nonce(), "pipeline": spec.name,
                 "created": time.time(), "settings": settings, "spec": snapshot.to_dict(spec)}
-        tmp = self.runs / f"{_NEW}{run_id}-{os.getpid()}-{secrets.token_hex(4)}"
+        tmp = self.runs / f"{_NEW}{run_id}-{os.getpid()}-{os.urandom(4).hex()}"
         held = -1
         try:
             tmp.mkdir(mode=0o700)
