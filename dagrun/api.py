@@ -85,7 +85,8 @@ def run(
     rid = check_run_id(run_id) if run_id is not None else new_run_id()
     pipeline, param_settings = _bind_params(pipeline, params, rid)
     selection = None
-    if only or from_ or until:  # a whole run does not import selection.py
+    if any(isinstance(ids, str) or ids for ids in (only, from_, until)):
+        # (only a partial run imports selection.py; only="" is a task id, refused there)
         from dagrun.selection import Selection
         from dagrun.selection import check as check_selection
 

@@ -235,6 +235,7 @@ class Scheduler(Readiness):
             if self.deadline_at is not None and now >= self.deadline_at:
                 self.cancel.request("deadline")
             if self.cancel.reason:
+                self._commit()  # the last results' records first: stopping waits a grace
                 self._stop_everything()
                 break
             while self.timers and self.timers[0][0] <= now:
@@ -247,6 +248,10 @@ class Scheduler(Readiness):
             if self.waits is not None:
                 events_kind.turn(self, self.waits)
             self._dispatch()
+            # After _dispatch's commit: a listener's tick that raises (a full disk
+            # under the cache) must not take unwritten records with it.
+            self.journal.tick()
+            self.bus.tick(now)
             if self.fanout.ended():
                 self._handle([])  # a map that ended without an attempt (e.g. an empty list)
             if not self.running and not self.ready and not self.timers and not (
@@ -256,8 +261,6 @@ class Scheduler(Readiness):
             results = self.executor.poll(self._wait_time(now))
             if results:
                 self._handle(results)
-            self.journal.tick()
-            self.bus.tick(now)
         self._commit()
         result = self.result()
         self.journal.append([{"v": RUN_FORMAT, "kind": "run", "status": result.status,
@@ -282,6 +285,10 @@ class Scheduler(Readiness):
         return clamp_wait(max(0.0, wait))  # epoll overflows at ~24.8 d
 
     def _dispatch(self) -> None:
+        if self.gate is not None and (self._records or self._events):
+            # The gate speaks (held tasks, a circuit's probe) only after the
+            # changes that led to it have been recorded and told.
+            self._commit(sync=self._sync_due)
         batch: list[Attempt] = []
         free = self.executor.free_slots()
         tasks = self.spec.tasks

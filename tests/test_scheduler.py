@@ -390,3 +390,94 @@ def test_a_critical_listener_that_fails_stops_the_run(tmp_path: Path) -> None:
     sched, _, _, _ = make(tmp_path, p, ok, listeners=[Office()])
     with pytest.raises(PermissionError):
         sched.run()
+
+
+def test_results_are_journalled_before_a_stop_waits_out_its_grace(tmp_path: Path) -> None:
+    """A stop that arrives with results just handled: their records are on disk
+    before the executor's cancel() (which waits up to the grace) is asked."""
+    p = Pipeline("stop")
+    p.task("quick", "m:f")
+    p.task("slow", "m:f")
+    token = CancelToken()
+
+    class StopAfterQuick(FakeExecutor):
+        def poll(self, timeout: float | None) -> list[AttemptResult]:
+            results = super().poll(timeout)
+            if any(r.task_id == "quick" for r in results):
+                token.request("SIGTERM")  # arrives in the same poll as the result
+            return results
+
+        def cancel(self, grace: float, force: bool = False) -> list[AttemptResult]:
+            written = {r.get("task"): r.get("state")
+                       for r in read_journal(tmp_path / "journal").records}
+            assert written.get("quick") == "completed", written
+            return super().cancel(grace, force)
+
+    sched, _, _, clock = make(tmp_path, p, ok, slots=2, cancel=token)
+    ex = StopAfterQuick(clock, ok, slots=2)
+    ex.duration = 1.0
+    sched.executor = ex
+    ex_durations = {"quick": 1.0, "slow": 50.0}
+    original_submit = ex.submit
+
+    def submit(attempt: Attempt) -> None:
+        ex.duration = ex_durations[attempt.task_id]
+        original_submit(attempt)
+
+    ex.submit = submit  # type: ignore[method-assign]
+    result = sched.run()
+    assert result.status == "cancelled"
+    assert result.tasks["quick"].state == "completed"
+    assert result.tasks["slow"].state == "cancelled"
+
+
+def test_a_failing_listener_tick_loses_no_record(tmp_path: Path) -> None:
+    """A listener whose tick raises (e.g. StateIOError from the cache's store
+    on a full disk) stops the run, but every result the executor had handed
+    back is on disk: a resume does not run those tasks again."""
+    from dagrun.errors import StateIOError
+
+    p = Pipeline("tick")
+    p.task("a", "m:f")
+    p.task("b", "m:f", deps=["a"])
+    p.task("c", "m:f", deps=["b"])
+
+    returned: list[str] = []
+
+    class FailsOnceAResultIsBack:
+        task_states: frozenset[TaskState] = frozenset()
+
+        def on_event(self, event: Any) -> None: ...
+
+        def tick(self) -> None:
+            if returned:
+                raise StateIOError("disk full")
+
+    sched, ex, _, _ = make(tmp_path, p, ok, listeners=[FailsOnceAResultIsBack()])
+    poll = ex.poll
+
+    def recording_poll(timeout: float | None) -> list[AttemptResult]:
+        results = poll(timeout)
+        returned.extend(r.task_id for r in results)
+        return results
+
+    ex.poll = recording_poll  # type: ignore[method-assign]
+    with pytest.raises(StateIOError):
+        sched.run()
+    completed = {r.get("task") for r in read_journal(tmp_path / "journal").records
+                 if r.get("state") == "completed"}
+    assert returned and set(returned) <= completed, (returned, completed)
+
+
+def test_a_held_task_is_told_after_the_change_that_released_it(tmp_path: Path) -> None:
+    """With a gate, the completion of an upstream is recorded and told before
+    the gate holds the dependent it made ready."""
+    p = Pipeline("held")
+    p.task("up", "m:f")
+    p.task("guarded", "m:f", deps=["up"])
+    sched, _, rec, clock = make(tmp_path, p, ok)
+    sched.gate = HoldUntil(clock, "guarded", clock.now + 30)
+    sched.run()
+    kinds = [("held", e.task_id) if isinstance(e, TaskHeld) else (e.new.value, e.task_id)
+             for e in rec.events if isinstance(e, (TaskHeld, TaskChanged))]
+    assert kinds.index(("completed", "up")) < kinds.index(("held", "guarded"))

@@ -189,6 +189,10 @@ def test_python_api_takes_the_selection(diamond, tmp_path):
     assert {t: r.output for t, r in result.tasks.items()} == {"a": 1, "c": 101, "d": 1112}
     result = api.run(str(spec), state_dir=state, only="b")  # one id, not its letters
     assert list(result.tasks) == ["b"]
+    from dagrun.errors import UsageError
+
+    with pytest.raises(UsageError, match="no task ''"):
+        api.run(str(spec), state_dir=state, only="")  # an id, not "no selection"
 
 
 ROOT = Path(__file__).resolve().parent.parent

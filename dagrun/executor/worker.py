@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from typing import Any, NoReturn
 
 import orjson
@@ -26,11 +27,6 @@ from dagrun.executor import wire
 from dagrun.kinds import events, state
 
 _PR_SET_PDEATHSIG = 1
-
-# Imported by _setup(), in the worker: at this module's import it cost the
-# parent ~2.5 ms of every run (textwrap's regexes), and a worker imports it
-# before any task runs, so a task that breaks imports still gets its error.
-traceback: Any = None
 
 
 def _set_pdeathsig(sig: int) -> None:
@@ -71,10 +67,6 @@ def _setup(req_fd: int, res_fd: int, lifeline_fd: int, parent_pid: int,
     _set_pdeathsig(signal.SIGKILL)
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(0)
-    global traceback
-    import traceback as traceback_module
-
-    traceback = traceback_module
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
