@@ -156,13 +156,25 @@ kwargs = {{ log = "{log}", name = "waiter", k = 3 }}
 call = "sidefx:counted"
 deps = ["agg"]
 kwargs = {{ log = "{log}", name = "stateful" }}
+
+[tasks.sense]
+call = "dagrun.sensors:file_exists"
+kwargs = {{ path = "{log}" }}
+sensor = {{ interval = "0.05s", timeout = "60s" }}
+
+[tasks.cached]
+call = "sidefx:step"
+deps = ["sense"]
+cache = true
+kwargs = {{ log = "{log}", name = "cached", k = 9 }}
 """
 
 
 def test_sigkill_with_task_kinds_then_resume(write, tmp_path):
     """The same kill loop over a map, a condition, a trigger rule, a loop, an
-    event and state across runs: finished elements and iterations survive,
-    emitted events are remembered, state is saved once, the outputs are right."""
+    event, state across runs, a sensor and a cached task: finished elements
+    and iterations survive, emitted events are remembered, state is saved
+    once, the outputs are right."""
     seed = int(os.environ.get("DAGRUN_TORTURE_SEED", time.time_ns() % 10**6))
     rng = random.Random(seed)
     log = tmp_path / "log"
@@ -176,8 +188,8 @@ def test_sigkill_with_task_kinds_then_resume(write, tmp_path):
     outputs = {t: v["output"] for t, v in finished["tasks"].items()}
     assert outputs == {"src": list(range(n)), "mapped": [10 * i for i in range(n)],
                        "agg": 10 * sum(range(n)), "cond": None, "after": 7, "loop": 2,
-                       "emit": 1, "waiter": 3, "stateful": 1}, (
-        f"seed {seed}")
+                       "emit": 1, "waiter": 3, "stateful": 1, "sense": str(log),
+                       "cached": 9}, f"seed {seed}"
     assert finished["tasks"]["cond"]["state"] == "skipped"
     names = set(runs_of(log))
     assert {f"mapped[{i}]" for i in range(n)} <= names
@@ -208,7 +220,8 @@ def test_sigkill_on_dask_then_resume(write, tmp_path):
     outputs = {t: v["output"] for t, v in finished["tasks"].items()}
     assert outputs == {"src": list(range(n)), "mapped": [10 * i for i in range(n)],
                        "agg": 10 * sum(range(n)), "cond": None, "after": 7, "loop": 2,
-                       "emit": 1, "waiter": 3, "stateful": 1}, f"seed {seed}"
+                       "emit": 1, "waiter": 3, "stateful": 1, "sense": str(log),
+                       "cached": 9}, f"seed {seed}"
     names = set(runs_of(log))
     assert {f"mapped[{i}]" for i in range(n)} <= names
     assert "loop#3" not in names
