@@ -151,7 +151,7 @@ class PlainReporter(QuietReporter):
         if event.error is not None:
             print(f"  {event.name} {event.new.value} (attempt {event.attempt}): "
                   f"{event.error.summary()}", file=self.stream, flush=True)
-        elif event.index < ELEMENT_LINES:
+        elif event.element < ELEMENT_LINES:
             print(f"  {event.name} {event.new.value}", file=self.stream, flush=True)
 
     def finish(self, result: RunResult) -> None:

@@ -83,7 +83,6 @@ def test_what_the_shipped_listeners_ask_for(tmp_path: Path) -> None:
 @pytest.mark.parametrize("cls,args", [
     (AttemptResult, ("t", 1)),
     (TaskResult, ("completed", 1, None, None)),
-    (TaskChanged, ("t", TaskState.PENDING, TaskState.RUNNING, 1, 1)),
 ])
 def test_value_objects_with_the_slot_init_stay_frozen_dataclasses(cls: Any, args: tuple) -> None:
     obj = cls(*args)
@@ -94,3 +93,11 @@ def test_value_objects_with_the_slot_init_stay_frozen_dataclasses(cls: Any, args
     assert getattr(dataclasses.replace(obj, **{first: "x"}), first) == "x"
     with pytest.raises(TypeError):
         cls()  # required fields stay required
+
+
+def test_events_are_frozen_values() -> None:
+    event = TaskChanged("t", TaskState.PENDING, TaskState.RUNNING, 1, 1)
+    assert event == TaskChanged("t", TaskState.PENDING, TaskState.RUNNING, 1, 1)
+    assert event.error is None and event.at == 0.0
+    with pytest.raises(AttributeError):
+        event.task_id = "u"  # type: ignore[misc]

@@ -1,7 +1,8 @@
 """The code a forked worker process runs: read a task, run it, send its result.
 
-Set-up (once per worker): own process group, SIGKILL on parent death,
-every inherited fd closed but its pipes, fds 1 and 2 on the worker's log file
+Set-up (once per worker): own process group, SIGKILL on parent death (armed
+after its first result), every inherited fd closed but its pipes, fds 1 and 2
+on the worker's log file
 (RUN/logs/worker-PID.log, opened once: a task's prints and its subprocesses'
 output land there; without a log folder, stdout goes to stderr). The
 parent also forks a *sentinel* into the worker's group that blocks on the
@@ -12,7 +13,6 @@ processes its task started.
 
 from __future__ import annotations
 
-import ctypes
 import io
 import os
 import signal
@@ -31,6 +31,8 @@ _PR_SET_PDEATHSIG = 1
 
 def _set_pdeathsig(sig: int) -> None:
     try:
+        import ctypes  # here, in the worker: in the parent it costs ~2 ms of every run
+
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
     except (OSError, AttributeError):
@@ -51,7 +53,7 @@ def worker_main(req_fd: int, res_fd: int, lifeline_fd: int, parent_pid: int,
     code = 0
     try:
         _setup(req_fd, res_fd, lifeline_fd, parent_pid, base_dir, log_dir)
-        _serve(req_fd, res_fd)
+        _serve(req_fd, res_fd, parent_pid)
     except BaseException:  # never let a worker return into the parent's code
         code = 70
     finally:
@@ -64,8 +66,7 @@ def _setup(req_fd: int, res_fd: int, lifeline_fd: int, parent_pid: int,
         os.setpgid(0, 0)
     except OSError:
         pass
-    _set_pdeathsig(signal.SIGKILL)
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+    if os.getppid() != parent_pid:  # the parent died while forking us
         os._exit(0)
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -169,11 +170,20 @@ def sentinel_main(lifeline_fd: int, pgid: int) -> NoReturn:
         os._exit(0)
 
 
-def _serve(req_fd: int, res_fd: int) -> None:
+def _arm_pdeathsig(parent_pid: int) -> None:
+    # After the first result, not at start: importing ctypes takes ~2 ms, which
+    # would delay every run's first task (the sentinel covers parent death meanwhile).
+    _set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(0)
+
+
+def _serve(req_fd: int, res_fd: int, parent_pid: int) -> None:
     from dagrun.callables import resolve
 
     functions: dict[str, Any] = {}
     me = os.getpid()
+    armed = False
     events.bind_pipe(res_fd)  # dagrun.emit() from a task
     while True:
         header = wire.read_exact(req_fd, wire.HEADER.size)
@@ -190,6 +200,9 @@ def _serve(req_fd: int, res_fd: int) -> None:
         wire.write_all(res_fd, wire.encode_raw(result, msg_id))
         if retire:
             return  # whatever the task leaked goes with this process; the parent forks anew
+        if not armed:
+            _arm_pdeathsig(parent_pid)
+            armed = True
 
 
 # DAGRUN_MAP_INDEX was set for an earlier task of this worker (a map element).

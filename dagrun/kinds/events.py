@@ -21,9 +21,9 @@ failure of type EventTimeout, retried per `retries` like any failure.
 
 from __future__ import annotations
 
+import _thread
 import os
 import re
-import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -259,7 +259,7 @@ def drop(run_path: Path, name: str, source: str) -> Path:
 # ------------------------------------------------------------------ worker side
 
 _channel: dict[str, Any] = {}
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()  # threading.Lock, without importing threading
 
 
 def bind_pipe(res_fd: int) -> None:

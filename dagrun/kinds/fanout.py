@@ -27,8 +27,7 @@ import re
 from array import array
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dagrun.kinds.fanout_spec import kind as _kind
 from dagrun.model import Attempt, AttemptResult, TaskError, TaskState
@@ -96,19 +95,18 @@ class Elements:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class ElementChanged:
-    """An event: element `index` of map task `task_id` changed state."""
+class ElementChanged(NamedTuple):
+    """An event: element number `element` of map task `task_id` changed state."""
 
     task_id: str
-    index: int
+    element: int  # its index in the list
     new: TaskState
     attempt: int
     error: TaskError | None = None
 
     @property
     def name(self) -> str:
-        return f"{self.task_id}[{self.index}]"
+        return f"{self.task_id}[{self.element}]"
 
 
 def summary(st: TaskStatus) -> dict[str, Any] | None:
