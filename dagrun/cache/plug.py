@@ -202,7 +202,7 @@ class CachePlug:
             error = TaskError(MISSING_OUTPUT, f"the task completed without creating its "
                               f"declared output {', '.join(missing)} (files_out, relative "
                               f"to {self.hasher.base})", types=(MISSING_OUTPUT, "Exception"))
-            return dataclasses.replace(r, error=error, output=None)
+            return r._replace(error=error, output=None)
         self.made[t.id] = {rel: d for rel, d in made.items() if d is not None}
         return r
 

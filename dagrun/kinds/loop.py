@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dagrun.durations import parse_duration
@@ -166,7 +166,7 @@ def on_result(sched: Scheduler, t: TaskSpec, st: TaskStatus, r: AttemptResult,
     if st.iterations >= rep.max_iterations:
         st.stopped_by = "max_iterations"
         if rep.fail_on_max:
-            return replace(r, output=None, error=TaskError(
+            return r._replace(output=None, error=TaskError(
                 "LoopMaxIterations", f"'repeat.until' still false after "
                 f"{rep.max_iterations} iterations (fail_on_max)", types=("LoopMaxIterations",)))
         return r

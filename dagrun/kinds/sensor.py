@@ -11,7 +11,7 @@ opens a new window). A poll that raises is a failure too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dagrun.durations import parse_duration
@@ -88,11 +88,11 @@ def on_result(sched: Scheduler, t: TaskSpec, st: TaskStatus,
     window = min(started, r.started) if r.started else started
     if r.error is not None or r.output:
         st.sensor_started = None  # a retry opens a new window
-        return replace(r, started=window)
+        return r._replace(started=window)
     left = started + t.sensor.timeout - wall
     if left <= 0:
         st.sensor_started = None
-        return replace(r, started=window, error=TaskError(
+        return r._replace(started=window, error=TaskError(
             "SensorTimeout", f"not ready after {st.polls} polls in {t.sensor.timeout:g}s",
             types=("SensorTimeout",)))
     delay = min(t.sensor.interval, left)  # the last poll falls on the deadline
