@@ -8,6 +8,8 @@ of every start. `_replace()` is their dataclasses.replace().
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -201,12 +203,20 @@ class RunResult:
 
     run_id: str
     status: str
-    tasks: dict[str, TaskResult]
+    tasks: Mapping[str, TaskResult]  # a dict, or results.TaskResults (built when read)
 
     @property
     def exit_code(self) -> int:
         return {RunStatus.SUCCEEDED: 0, RunStatus.FAILED: 1, RunStatus.CANCELLED: 130}.get(
             RunStatus(self.status), 1)
+
+    def state_counts(self) -> dict[str, int]:
+        """How many tasks ended in each state (from the statuses, when the
+        results are a TaskResults: without building one TaskResult per task)."""
+        counts = getattr(self.tasks, "state_counts", None)
+        if counts is not None:
+            return counts()  # type: ignore[no-any-return]
+        return dict(Counter(t.state for t in self.tasks.values()))
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "status": self.status,

@@ -4,7 +4,9 @@ resume of a succeeded run, `dagrun status`'s error column)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from dagrun.kinds import fanout
@@ -27,38 +29,72 @@ if TYPE_CHECKING:
 
 
 def run_result(sched: Scheduler) -> RunResult:
-    tasks = {}
-    any_failed = False
-    dispatched, cut = sched._dispatched, sched._cut
-    completed = TaskState.COMPLETED
-    for tid, st in sched.status.items():
-        state = st.state
-        history = st.history
-        if (state is completed and len(history) == 1 and st.elements is None
-                and tid not in cut and not kind_fields(st)):
-            # The common case, spelled out (task_span and task_result give the same):
-            # this runs for every task of a run.
-            h = history[0]
-            first, last = h.get("started"), h.get("ended")
-            if first and last:
-                begun = to_ms(first)
-                tasks[tid] = TaskResult("completed", st.attempts, st.output, None, None, None,
-                                        None, begun, to_ms(max(last, begun)))
-                continue
-        if state == TaskState.DEAD_LETTERED or (
-                state == TaskState.SKIPPED and not st.benign):
-            any_failed = True
-        started, ended = task_span(
-            state, history, [dispatched[tid]] if tid in dispatched else [],
-            [cut[tid]] if tid in cut else [])
-        tasks[tid] = task_result(st, started, ended)
+    """The run's status now; each task's TaskResult when first asked for."""
+    failed = False
+    dead, skipped = TaskState.DEAD_LETTERED, TaskState.SKIPPED
+    for st in sched.status.values():
+        if st.state is dead or (st.state is skipped and not st.benign):
+            failed = True
+            break
     if sched.cancel.reason:
         status = RunStatus.CANCELLED
-    elif any_failed:
+    elif failed:
         status = RunStatus.FAILED
     else:
         status = RunStatus.SUCCEEDED
-    return RunResult(sched.run_id, status.value, tasks)
+    return RunResult(sched.run_id, status.value,
+                     TaskResults(sched.status, sched._dispatched, sched._cut))
+
+
+class TaskResults(Mapping[str, TaskResult]):
+    """A run's task results, each built from its status when first read: a
+    caller that only wants the run's status (a script, a cron wrapper) does not
+    pay for one TaskResult per task (~1 µs each). The statuses are the
+    finished scheduler's: nothing changes them any more."""
+
+    __slots__ = ("_statuses", "_dispatched", "_cut", "_built")
+
+    def __init__(self, statuses: Mapping[str, TaskStatus], dispatched: Mapping[str, float],
+                 cut: Mapping[str, float]) -> None:
+        self._statuses = statuses
+        self._dispatched = dispatched  # attempts without a history entry: dispatch times
+        self._cut = cut  # ... and when they were cut short
+        self._built: dict[str, TaskResult] = {}
+
+    def __getitem__(self, tid: str) -> TaskResult:
+        built = self._built.get(tid)
+        if built is None:
+            built = self._built[tid] = self._build(tid, self._statuses[tid])
+        return built
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._statuses)
+
+    def __len__(self) -> int:
+        return len(self._statuses)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+    def state_counts(self) -> dict[str, int]:
+        counts = Counter(map(attrgetter("state"), self._statuses.values()))
+        return {state.value: n for state, n in counts.items()}
+
+    def _build(self, tid: str, st: TaskStatus) -> TaskResult:
+        history, cut = st.history, self._cut
+        if (st.state is TaskState.COMPLETED and len(history) == 1 and st.elements is None
+                and tid not in cut and not kind_fields(st)):
+            h = history[0]  # the common case, spelled out (task_span and task_result agree)
+            first, last = h.get("started"), h.get("ended")
+            if first and last:
+                begun = to_ms(first)
+                return TaskResult("completed", st.attempts, st.output, None, None, None,
+                                  None, begun, to_ms(max(last, begun)))
+        dispatched = self._dispatched
+        started, ended = task_span(
+            st.state, history, [dispatched[tid]] if tid in dispatched else [],
+            [cut[tid]] if tid in cut else [])
+        return task_result(st, started, ended)
 
 
 def stored_result(run_id: str, statuses: Mapping[str, TaskStatus]) -> RunResult:

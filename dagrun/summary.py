@@ -73,7 +73,7 @@ def summary_rows(result: RunResult, board: Board | None) -> list[str]:
     main: list[str] = []
     for t in pick:
         c = cause.get(t)
-        if tasks[t].state == "skipped" and c in tasks and t not in started:
+        if tasks[t].state == "skipped" and c is not None and c in tasks and t not in started:
             skipped_by.setdefault(c, []).append(t)
         else:
             main.append(t)

@@ -23,6 +23,24 @@ def test_pipeline_builder_runs(tmp_path: Path):
                                                 "output": [2, 4, 6], "error": None}
 
 
+def test_result_tasks_is_a_mapping_of_every_task(tmp_path: Path):
+    p = dagrun.Pipeline("mapping", workers=2)
+    p.task("src", "basic:numbers", kwargs={"n": 2})
+    p.task("bad", "basic:fail")
+    p.task("after", "basic:total", inputs={"xs": "bad"})
+    result = p.run(state_dir=tmp_path / "st")
+    tasks = result.tasks
+    assert result.status == "failed" and len(tasks) == 3 and list(tasks) == ["src", "bad", "after"]
+    assert "src" in tasks and "nope" not in tasks and tasks.get("nope") is None
+    with pytest.raises(KeyError):
+        tasks["nope"]
+    assert tasks["src"] is tasks["src"]  # built once
+    assert dict(tasks) == {tid: r for tid, r in tasks.items()} == tasks
+    assert [r.state for r in tasks.values()] == ["completed", "dead_lettered", "skipped"]
+    assert result.to_dict()["tasks"]["bad"]["state"] == "dead_lettered"
+    assert "'src'" in repr(result)
+
+
 def test_builder_accepts_functions(tmp_path: Path):
     import basic
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections import Counter
-from operator import attrgetter
 from pathlib import Path
 from typing import IO, Any
 
@@ -83,8 +81,7 @@ class RunLog:
                       f"run {event.run_id} of {event.spec.name}: {len(event.states)} tasks")
         elif isinstance(event, RunFinished):
             r = event.result
-            counts = Counter(map(attrgetter("state"), r.tasks.values()))
-            tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+            tally = ", ".join(f"{n} {s}" for s, n in sorted(r.state_counts().items()))
             self.line(20 if r.status == "succeeded" else 30, "run_finished", None,
                       f"run {r.run_id} {r.status} ({tally})")
 
