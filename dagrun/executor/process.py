@@ -325,7 +325,8 @@ class ProcessExecutor:
                 continue
             if self._workers.get(worker.res_fd) is worker:
                 self._read(worker, out)
-        procs.enforce_deadlines(list(self._workers.values()), time.monotonic())
+        if nearest is not None:  # (one set while reading is in the future: the next poll's)
+            procs.enforce_deadlines(list(self._workers.values()), time.monotonic())
         if self._echo is not None:
             self._echo.tail(self._workers.values())
         return out
