@@ -59,7 +59,7 @@ from dagrun.kinds.state import StateStore
 from dagrun.kinds.triggers import CONDITION_FALSE
 from dagrun.model import FINAL_STATES, Attempt, AttemptResult, RunResult, TaskState, TaskStatus
 from dagrun.readiness import Readiness
-from dagrun.results import kind_fields, run_result
+from dagrun.results import run_result
 from dagrun.retry import retry_delay, should_retry
 from dagrun.scheduling import CancelToken, Gate, executor_lost, gate_due
 from dagrun.spec import PipelineSpec
@@ -130,12 +130,6 @@ class Scheduler(Readiness):
         self.cache = cache
         self._carried: dict[str, dict[str, Any]] = {}  # task -> state its completion saves
         self.fanout = fanout.Fanout(self)  # the elements of map tasks
-        # Tasks whose records may carry a kind's fields (a sensor's polls, a loop's
-        # iterations, a cache hit's origin; or fields a resumed status has): the
-        # others skip those five tests, in every record.
-        self._kinded = {tid for tid, t in spec.tasks.items()
-                        if t.sensor is not None or t.repeat is not None or t.cache is not None
-                        or kind_fields(self.status[tid])}
         # Attempts of this process without a history entry: dispatched (first
         # time only) and cut short by a cancel, for the results' timing fields.
         self._dispatched: dict[str, float] = {}
@@ -185,15 +179,15 @@ class Scheduler(Readiness):
             rec["retry_at"] = st.retry_at
         if output is not _KEEP and tid in self._carried:
             rec["saved_state"] = self._carried[tid]  # state across runs (kinds/state.py)
-        if tid in self._kinded:  # the kinds' own fields
-            if st.polls or st.sensor_started is not None:
-                sensor_kind.record_fields(st, rec)
-            if st.iterations or st.stopped_by is not None:
-                loop_kind.record_fields(st, rec)
-            if st.cached_from is not None:
-                from dagrun.cache import plug as cache_plug  # not imported by a run without caching
+        # The kinds' own fields (their tests, inlined: this runs for every record).
+        if st.polls or st.sensor_started is not None:
+            sensor_kind.record_fields(st, rec)
+        if st.iterations or st.stopped_by is not None:
+            loop_kind.record_fields(st, rec)
+        if st.cached_from is not None:
+            from dagrun.cache import plug as cache_plug  # not imported by a run without caching
 
-                cache_plug.record_fields(st, rec)
+            cache_plug.record_fields(st, rec)
         self._records.append(rec)
         heard = self.bus.heard.get(new)
         if heard is None:
