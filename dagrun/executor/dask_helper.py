@@ -106,17 +106,8 @@ class Helper:
     # ------------------------------------------------------------ requests
 
     def on_readable(self) -> None:
-        while True:
-            try:
-                chunk = os.read(self.req_fd, 1 << 16)
-            except BlockingIOError:
-                break
-            except InterruptedError:
-                continue
-            if not chunk:
-                self.eof = True
-                break
-            self.buf += chunk
+        if wire.read_available(self.req_fd, self.buf):
+            self.eof = True
         while len(self.buf) >= wire.HEADER.size:
             _, _, size = wire.HEADER.unpack_from(self.buf)
             end = wire.HEADER.size + size

@@ -15,8 +15,9 @@ grace — reaps it, and forks a replacement. Messages are orjson, never pickles.
                                                  -> SIGKILL to the group
     deadline, cancel: killpg SIGTERM, grace, SIGKILL; reap; fork a new one
 
-Forking, killing and reaping are in procs.py, the frames in wire.py, the
-AttemptResults built from frames and deaths in results.py.
+Forking, killing and reaping are in procs.py, reading and writing the pipes
+in pipes.py, the frames in wire.py, the AttemptResults built from frames and
+deaths in results.py.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ import selectors
 import signal
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from dagrun.executor import procs, results, wire
 from dagrun.executor.base import clamp_wait
 from dagrun.executor.echo import Echo
+from dagrun.executor.pipes import Exited, Pipes, Reader, Writable
 from dagrun.model import Attempt, AttemptResult
 
 # Tasks queued on a worker beyond the one it runs: hides the pipe round-trip
@@ -44,28 +45,7 @@ SHORT_TASK = 0.005  # seconds
 RESPAWN_DELAY = 1.0  # seconds
 
 
-@dataclass(eq=False)
-class _Exited:
-    """Selector data of a worker's pidfd."""
-
-    worker: procs.Worker
-
-
-@dataclass(eq=False)
-class _Reader:
-    """Selector data of an fd its owner reads itself (add_reader)."""
-
-    on_readable: Callable[[], None]
-
-
-@dataclass(eq=False)
-class _Writable:
-    """Selector data of a worker's request pipe while a request is being sent."""
-
-    worker: procs.Worker
-
-
-class ProcessExecutor:
+class ProcessExecutor(Pipes):
     def __init__(self, workers: int, *, base_dir: str | None = None,
                  max_tasks_per_worker: int | None = None,
                  notify: Callable[[str], None] | None = None,
@@ -146,7 +126,7 @@ class ProcessExecutor:
         self._workers[worker.res_fd] = worker
         self._sel.register(worker.res_fd, selectors.EVENT_READ, worker)
         if worker.pidfd >= 0:
-            self._sel.register(worker.pidfd, selectors.EVENT_READ, _Exited(worker))
+            self._sel.register(worker.pidfd, selectors.EVENT_READ, Exited(worker))
 
     def take_emitted(self) -> list[tuple[str, str]]:
         """Events running tasks emitted (dagrun.emit) since the last call."""
@@ -160,7 +140,7 @@ class ProcessExecutor:
     def add_reader(self, fd: int, on_readable: Callable[[], None]) -> None:
         """poll() calls `on_readable()` (and returns) when `fd` is readable; unlike
         a wake-up fd it is not drained (the Dask backend's helper reads requests so)."""
-        self._sel.register(fd, selectors.EVENT_READ, _Reader(on_readable))
+        self._sel.register(fd, selectors.EVENT_READ, Reader(on_readable))
 
     def cancel_where(self, match: Callable[[Attempt], bool], grace: float) -> None:
         """Start stopping the running attempts `match` selects (SIGTERM, SIGKILL
@@ -234,34 +214,6 @@ class ProcessExecutor:
             self._unflushed.append(worker)
         worker.out += payload
 
-    def _flush(self, worker: procs.Worker) -> None:
-        """Write what the pipe takes now; the selector resumes when it has room."""
-        out = worker.out
-        while out:
-            try:
-                written = os.write(worker.req_fd, out)
-            except BlockingIOError:
-                break
-            except InterruptedError:
-                continue
-            except OSError:
-                out.clear()  # the worker died: its exit reports the attempt
-                break
-            del out[:written]
-        if out and not worker.writing:
-            self._sel.register(worker.req_fd, selectors.EVENT_WRITE, _Writable(worker))
-            worker.writing = True
-        elif not out:
-            self._stop_writing(worker)
-
-    def _stop_writing(self, worker: procs.Worker) -> None:
-        if worker.writing:
-            worker.writing = False
-            try:
-                self._sel.unregister(worker.req_fd)
-            except (KeyError, ValueError):
-                pass
-
     def _pick(self) -> procs.Worker:
         queued = None
         for w in self._workers.values():
@@ -297,7 +249,7 @@ class ProcessExecutor:
         timeout = clamp_wait(timeout)
         out: list[AttemptResult] = []
         for key, _ in self._sel.select(timeout):
-            worker: procs.Worker | _Exited | _Writable | _Reader | None = key.data
+            worker: procs.Worker | Exited | Writable | Reader | None = key.data
             if worker is None:
                 if not procs.drain(key.fd):
                     # Closed by its owner while still registered (the signal pipe,
@@ -307,7 +259,7 @@ class ProcessExecutor:
                 continue
             # Identity, not fd number: a reaped worker's fds may already be reused
             # by its replacement within this same batch of events.
-            if isinstance(worker, _Exited):
+            if isinstance(worker, Exited):
                 worker = worker.worker
                 if self._workers.get(worker.res_fd) is worker:
                     if not worker.eof:
@@ -315,10 +267,10 @@ class ProcessExecutor:
                     if self._workers.get(worker.res_fd) is worker:
                         self._reap(worker, out)
                 continue
-            if isinstance(worker, _Reader):
+            if isinstance(worker, Reader):
                 worker.on_readable()
                 continue
-            if isinstance(worker, _Writable):
+            if isinstance(worker, Writable):
                 worker = worker.worker
                 if self._workers.get(worker.res_fd) is worker:
                     self._flush(worker)
@@ -330,56 +282,6 @@ class ProcessExecutor:
         if self._echo is not None:
             self._echo.tail(self._workers.values())
         return out
-
-    def _read(self, worker: procs.Worker, out: list[AttemptResult]) -> None:
-        eof = False
-        while True:
-            try:
-                chunk = os.read(worker.res_fd, 1 << 16)
-            except BlockingIOError:
-                break
-            except InterruptedError:
-                continue
-            if not chunk:
-                eof = True
-                break
-            worker.buf += chunk
-            if len(chunk) < 1 << 16:
-                break  # drained (a read more would be EAGAIN); the selector says if not
-        while worker.buf and worker.kill_reason != "protocol":
-            try:
-                body = wire.take_frame(worker.buf,
-                                       worker.inflight[0][0] if worker.inflight else None)
-                if body is None:
-                    break
-                if body.startswith(b'{"emit":'):  # dagrun.emit() while the task runs
-                    self._emitted.append((worker.inflight[0][1].task_id,
-                                          results.emit_name(body)))
-                    continue
-                msg = wire.result_message(body)
-            except wire.FrameError as exc:
-                # Bytes dagrun did not write (the task wrote to the inherited pipe)
-                # or an answer nobody asked for: the worker can no longer be trusted.
-                self._protocol_error(worker, str(exc))
-                break
-            out.append(self._finish(worker, msg))
-        if worker.kill_reason == "protocol":
-            worker.buf.clear()
-        if eof:
-            if worker.pidfd >= 0:
-                # The pipe closing does not mean the worker exited (a task may
-                # close its fds): reap when the pidfd says so, never block here.
-                worker.eof = True
-                self._sel.unregister(worker.res_fd)
-            else:
-                self._reap(worker, out)
-
-    def _protocol_error(self, worker: procs.Worker, detail: str) -> None:
-        worker.protocol_detail = detail
-        if worker.kill_reason is None or worker.kill_reason == "timeout":
-            worker.kill_reason = "protocol"  # a cancel stays a cancel
-            procs.refresh_due(worker)
-        procs.kill_hard(worker)
 
     def _finish(self, worker: procs.Worker, msg: dict | list) -> AttemptResult:
         _, attempt = worker.inflight.popleft()

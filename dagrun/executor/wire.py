@@ -74,6 +74,22 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+def read_available(fd: int, buf: bytearray) -> bool:
+    """Append what the non-blocking `fd` holds now to `buf`; True at EOF."""
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return False
+        except InterruptedError:
+            continue
+        if not chunk:
+            return True
+        buf += chunk
+        if len(chunk) < 1 << 16:
+            return False  # drained (a read more would be EAGAIN); the selector says if not
+
+
 def read_exact(fd: int, size: int) -> bytes | None:
     """Blocking read of exactly `size` bytes; None at end of file."""
     chunks = []
