@@ -147,6 +147,9 @@ class Scheduler(Recording, Readiness):
                                  {tid: st.state for tid, st in self.status.items()}))
         self._prepare()
         self._commit()
+        fan, journal, bus, executor = self.fanout, self.journal, self.bus, self.executor
+        # Locals, and calls only when there is work for them: with short tasks the
+        # loop turns about once per result.
         while True:
             now = self.clock()
             if self.deadline_at is not None and now >= self.deadline_at:
@@ -159,7 +162,8 @@ class Scheduler(Recording, Readiness):
                 _, _, tid = heapq.heappop(self.timers)
                 self._transition(tid, TaskState.PENDING, retry_at=None)
                 self._push_ready(tid)
-            self.fanout.due(now)
+            if fan.timers:
+                fan.due(now)
             if self.gate is not None:
                 gate_due(self, self.gate)
             if self.waits is not None:
@@ -167,15 +171,15 @@ class Scheduler(Recording, Readiness):
             self._dispatch()
             # After _dispatch's commit: a listener's tick that raises (a full disk
             # under the cache) must not take unwritten records with it.
-            self.journal.tick()
-            self.bus.tick(now)
-            if self.fanout.ended():
+            journal.tick()
+            bus.tick(now)
+            if fan.ended():
                 self._handle([])  # a map that ended without an attempt (e.g. an empty list)
             if not self.running and not self.ready and not self.timers and not (
                     self.gate is not None and self.gate.holding()) and not (
-                    self.waits is not None and self.waits.holding()) and not self.fanout.busy():
+                    self.waits is not None and self.waits.holding()) and not fan.busy():
                 break
-            results = self.executor.poll(self._wait_time(now))
+            results = executor.poll(self._wait_time(now))
             if results:
                 self._handle(results)
         self._commit()
@@ -186,7 +190,7 @@ class Scheduler(Recording, Readiness):
         return result
 
     def _wait_time(self, now: float) -> float | None:
-        # The nearest of the due times (no list built: this runs once per loop).
+        # The nearest of the due times (unrolled, no list built: once per loop turn).
         wait = LISTENER_TICK
         if self.timers:
             wait = min(wait, self.timers[0][0] - now)
@@ -194,11 +198,12 @@ class Scheduler(Recording, Readiness):
             wait = min(wait, self.fanout.timers[0][0] - now)
         if self.deadline_at is not None:
             wait = min(wait, self.deadline_at - now)
-        for due in (None if self.gate is None else self.gate.wait_time(),
-                    None if self.waits is None else self.waits.wait_time(),
-                    self.journal.sync_due_in()):
-            if due is not None:
-                wait = min(wait, due)
+        if self.gate is not None and (due := self.gate.wait_time()) is not None:
+            wait = min(wait, due)
+        if self.waits is not None and (due := self.waits.wait_time()) is not None:
+            wait = min(wait, due)
+        if (due := self.journal.sync_due_in()) is not None:
+            wait = min(wait, due)
         return clamp_wait(max(0.0, wait))  # epoll overflows at ~24.8 d
 
     def _dispatch(self) -> None:
