@@ -27,16 +27,14 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
-
-import orjson
 
 from dagrun.errors import ExecutorLost
 from dagrun.executor import procs
 from dagrun.executor.base import clamp_wait
 from dagrun.executor.dask_helper import attempt_to_dict
-from dagrun.model import Attempt, AttemptResult, TaskError
+from dagrun.executor.dask_results import DaskResults
+from dagrun.model import Attempt, AttemptResult
 
 # Attempts handed to Dask per worker thread. More than one hides the round trip
 # to the scheduler; for short tasks, where that round trip dominates, many more
@@ -48,7 +46,7 @@ SHORT_TASK = 0.05  # seconds: the mean duration of recent attempts below which t
 LOST_CHECK = 0.5  # seconds between looks at the connection while something is wrong
 
 
-class DaskExecutor:
+class DaskExecutor(DaskResults):
     def __init__(self, workers: int, *, address: str | None = None,
                  connect_timeout: float = 60.0, scratch_dir: str | None = None,
                  ship: str | None = None, base_dir: str | None = None,
@@ -298,119 +296,6 @@ class DaskExecutor:
         self._echo()
         self._check_cluster(out)
         return out
-
-    def _collect(self) -> list[AttemptResult]:
-        finished, out = [], []
-        while self._done:
-            future = self._done.popleft()
-            if future is None:
-                continue  # an emitted event's wake-up
-            entry = self._inflight.get(future.key)
-            if entry is None or entry[1] is not future:
-                continue  # cancelled by us, already reported
-            if future.status == "finished":
-                finished.append(future)
-            elif future.status == "cancelled":
-                # Not by us: the connection to the scheduler was lost. Held until
-                # we know whether it comes back (requeue) or not (ExecutorLost).
-                del self._inflight[future.key]
-                self._lost[future.key] = entry[0]
-            else:
-                del self._inflight[future.key]
-                out.append(self._failed(entry[0], future))
-        if finished:
-            try:
-                values = self.client.gather(finished, errors="skip")
-            except Exception:  # the connection went away between done and gather
-                values = None
-            if values is None or len(values) != len(finished):
-                for future in finished:
-                    attempt, _ = self._inflight.pop(future.key)
-                    self._lost[future.key] = attempt
-            else:
-                for future, raw in zip(finished, values, strict=True):
-                    attempt, _ = self._inflight.pop(future.key)
-                    out.append(self._result(attempt, orjson.loads(raw)))
-        return out
-
-    def _result(self, attempt: Attempt, d: dict[str, Any]) -> AttemptResult:
-        now = time.time()
-        if d.get("cancelled"):
-            return AttemptResult(attempt.task_id, attempt.number, cancelled=True,
-                                 started=now, ended=now, map_index=attempt.map_index)
-        took = d.get("ended", now) - d.get("started", now)
-        self._mean_duration += (took - self._mean_duration) / 8
-        log = self._write_log(attempt, d.get("log_text"))
-        return AttemptResult(
-            task_id=attempt.task_id, number=attempt.number, output=d.get("output"),
-            error=TaskError.from_dict(d.get("error")), started=d.get("started", now),
-            ended=d.get("ended", now), state=d.get("state"),
-            condition_false=bool(d.get("condition_false")), stop=bool(d.get("stop")),
-            map_index=attempt.map_index, log=log)
-
-    def _failed(self, attempt: Attempt, future: Any) -> AttemptResult:
-        """A Dask task that erred: the task function itself failed, or (KilledWorker)
-        the worker running it died."""
-        now = time.time()
-        try:
-            exc = future.exception(timeout=5)
-        except Exception as got:
-            exc = got
-        name = type(exc).__name__
-        if name == "KilledWorker":
-            where = getattr(getattr(exc, "last_worker", None), "address", None)
-            error = TaskError("WorkerCrashed", f"its dask worker{f' {where}' if where else ''} "
-                              "died while running it", types=("WorkerCrashed",))
-        else:
-            error = TaskError(name, f"on the Dask cluster: {exc}",
-                              types=tuple(c.__name__ for c in type(exc).__mro__[:-1]))
-        return AttemptResult(attempt.task_id, attempt.number, error=error, started=now,
-                             ended=now, map_index=attempt.map_index)
-
-    def _write_log(self, attempt: Attempt, text: str | None) -> dict[str, Any] | None:
-        """Append an attempt's output to RUN/logs/dask-PID.log; its byte range."""
-        if not text or not self.log_dir:
-            return None
-        try:
-            if self._log_fd < 0:
-                flags = (os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-                         | getattr(os, "O_NOFOLLOW", 0))
-                self._log_fd = os.open(Path(self.log_dir) / self._log_name, flags, 0o600)
-            data = text.encode("utf-8", "surrogateescape")
-            start = os.lseek(self._log_fd, 0, os.SEEK_END)
-            os.write(self._log_fd, data)
-        except OSError as exc:
-            self.notify(f"warning: cannot write task logs: {exc.strerror or exc}")
-            return None
-        return {"file": self._log_name, "start": start, "end": start + len(data)}
-
-    def _check_cluster(self, out: list[AttemptResult]) -> None:
-        """Give up on a scheduler lost, or a cluster without workers, for longer
-        than connect_timeout; requeue what a reconnection cancelled."""
-        now = time.monotonic()
-        status = getattr(self.client, "status", "closed")
-        info = getattr(self.client, "_scheduler_identity", None) or {}
-        no_workers = bool(self._inflight) and status == "running" and not info.get("n_workers")
-        if status == "running" and not no_workers:
-            self._trouble_since = None
-            wall = time.time()
-            for attempt in self._lost.values():  # back: run them again, uncounted
-                out.append(AttemptResult(attempt.task_id, attempt.number, cancelled=True,
-                                         started=wall, ended=wall,
-                                         map_index=attempt.map_index))
-            self._lost.clear()
-            self._resubmit()
-            return
-        if self._trouble_since is None:
-            self._trouble_since = now
-        if status in ("closed", "closing", "failed") or (
-                now - self._trouble_since > self.connect_timeout):
-            where = getattr(self.cluster, "scheduler_address", None) or self.address
-            what = (f"the Dask cluster at {where} has had no worker for "
-                    f"{self.connect_timeout:g}s" if no_workers else
-                    f"lost the Dask scheduler at {where} (not reachable for "
-                    f"{self.connect_timeout:g}s)")
-            raise ExecutorLost(what)
 
     def _resubmit(self) -> None:
         """Attempts submitted while the client was reconnecting."""
