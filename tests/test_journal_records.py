@@ -20,7 +20,7 @@ from dagrun.store.runs import StateDir
 def test_a_failed_final_sync_is_a_state_io_error(tmp_path):
     journal = Journal(tmp_path / "journal", "atomic")
     journal.append([{"task": "a", "state": "pending"}])  # unsynced: within the first second
-    os.close(journal.fd)  # the descriptor goes from under it: the final fsync fails (EBADF)
+    os.close(journal._fd)  # the descriptor goes from under it: the final fsync fails (EBADF)
     with pytest.raises(StateIOError, match="cannot sync"):
         journal.close()
     journal.close()  # closed once and for all: a second close is a no-op

@@ -59,10 +59,6 @@ class Journal:
         except OSError as exc:
             raise StateIOError(f"cannot open {path}: {describe_os_error(exc)}") from None
 
-    @property
-    def fd(self) -> int:
-        return self._fd
-
     def append(self, records: Iterable[dict[str, Any]], *, sync: bool = True) -> None:
         if self.chain is not None:
             data = self.chain.seal_all(records)
