@@ -4,6 +4,7 @@ and run the scheduler; shared by run, resume and dlq retry."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -82,7 +83,7 @@ def drive(info: RunInfo, spec: PipelineSpec, statuses: dict[str, TaskStatus] | N
                 "notify": bus.note, **task_logs(info, bus),
                 **{k: settings[k] for k in EXECUTOR_KEYS if k in settings}})
             try:
-                with _signals_to(token, executor):
+                with _signals_to(token, executor), _frozen_heap():
                     executor.start()
                     scheduler = Scheduler(
                         spec, info.run_id, journal, executor, bus,
@@ -159,6 +160,24 @@ def event_waits(info: RunInfo, spec: PipelineSpec, emitted: set[str] | None) -> 
     from dagrun.kinds.events import EventWaits
 
     return EventWaits(spec, info.path, emitted or set())
+
+
+@contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """What exists when the run starts (modules, the spec, the statuses, the
+    caller's own objects) is out of the cyclic collector's sight until the run
+    ends (gc.freeze): the collections a run triggers traverse only what it
+    allocates (they took ~5% of a 10,000 short-task run before), and workers,
+    forked after it, do not write to (and so copy) the parent's pages when they
+    collect. A caller's own freeze is left as it is."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @contextmanager
