@@ -2,13 +2,12 @@
 
 Set-up (once per worker): own process group, SIGKILL on parent death (armed
 after its first result), every inherited fd closed but its pipes, fds 1 and 2
-on the worker's log file
-(RUN/logs/worker-PID.log, opened once: a task's prints and its subprocesses'
-output land there; without a log folder, stdout goes to stderr). The
-parent also forks a *sentinel* into the worker's group that blocks on the
-lifeline pipe and SIGKILLs the whole group when the dagrun process dies,
-however it died: PR_SET_PDEATHSIG alone would kill the worker but not the
-processes its task started.
+on the worker's log file (RUN/logs/worker-PID.log, opened once: a task's
+prints and its subprocesses' output land there; without a log folder, stdout
+goes to stderr). The parent also forks a *sentinel* into the worker's group
+that blocks on the lifeline pipe and SIGKILLs the whole group when the dagrun
+process dies, however it died: PR_SET_PDEATHSIG alone would kill the worker
+but not the processes its task started.
 """
 
 from __future__ import annotations
@@ -27,16 +26,6 @@ from dagrun.executor import wire
 from dagrun.kinds import events, state
 
 _PR_SET_PDEATHSIG = 1
-
-
-def _set_pdeathsig(sig: int) -> None:
-    try:
-        import ctypes  # here, in the worker: in the parent it costs ~2 ms of every run
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # not Linux: the sentinel still covers parent death
 
 
 def _close_fds_except(keep: set[int]) -> None:
@@ -171,9 +160,16 @@ def sentinel_main(lifeline_fd: int, pgid: int) -> NoReturn:
 
 
 def _arm_pdeathsig(parent_pid: int) -> None:
-    # After the first result, not at start: importing ctypes takes ~2 ms, which
-    # would delay every run's first task (the sentinel covers parent death meanwhile).
-    _set_pdeathsig(signal.SIGKILL)
+    """SIGKILL on the parent's death (PR_SET_PDEATHSIG). Called after the first
+    result, not at start: importing ctypes takes ~2 ms, which would delay every
+    run's first task (the sentinel covers the parent's death meanwhile)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the sentinel still covers parent death
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(0)
 
