@@ -100,9 +100,7 @@ class TaskResults(Mapping[str, TaskResult]):
 def stored_result(run_id: str, statuses: Mapping[str, TaskStatus]) -> RunResult:
     """The result of a finished run as its records left it (resume of a
     succeeded run)."""
-    tasks = {tid: task_result(st, *task_span(st.state, st.history, [], []))
-             for tid, st in statuses.items()}
-    return RunResult(run_id, RunStatus.SUCCEEDED.value, tasks)
+    return RunResult(run_id, RunStatus.SUCCEEDED.value, TaskResults(statuses, {}, {}))
 
 
 def task_result(st: TaskStatus, started: float | None = None,
